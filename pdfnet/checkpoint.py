@@ -1,0 +1,151 @@
+"""Loading the authors' checkpoints (``PDFNet_Best.pth`` and any state dict in their key layout).
+
+Our module names say what each part does; the authors' are kept only here, as a mapping from ours to theirs
+(the timm habit of a ``checkpoint_filter_fn`` rather than bending attribute names to match a foreign file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+
+import torch
+
+from .config import ModelConfig
+from .model import PDFNet, build_pdfnet
+
+# Keys of the authors' state dict that hold no weights of ours: index buffers the Swin attention recomputes
+# from its window size, and the fixed Sobel kernels of their loss module.
+_RECOMPUTED = re.compile(r"(\.relative_position_index|\.attn_mask)$|^IntegrityPriorLoss\.|^SSIMLoss\.|^SiLogLoss\.")
+
+# Ours -> theirs, applied in order to every key outside the encoder (whose names are Microsoft's in both).
+_TO_OFFICIAL: list[tuple[str, str]] = [
+    (r"^global_mix\.", "channel_mix."),
+    (r"^global_refine\.", "Glob.0."),
+    (r"^decoder\.fse\.", "decoder.FSE_mix."),
+    (r"\.image_proj\.", ".I_channelswich."),
+    (r"\.patch_proj\.", ".P_channelswich."),
+    (r"\.depth_proj\.", ".D_channelswich."),
+    (r"\.image_from_patch\.", ".IP."),
+    (r"\.patch_from_context\.", ".PI."),
+    (r"\.image_from_depth\.", ".ID."),
+    (r"\.depth_from_context\.", ".DI."),
+    (r"\.(IP|PI|ID|DI)\.(in_proj_weight|out_proj)", r".\1.Att.\2"),
+    (r"\.(IP|PI|ID|DI)\.norm(\d)", r".\1.Norm\2"),
+    (r"\.(IP|PI|ID|DI)\.ffn\.", r".\1.FFN."),
+    (r"^decoder\.stream_mix\.", "decoder.channel_mix."),
+    (r"^decoder\.shallow_embed\.", "decoder.shallow.0."),
+    (r"^decoder\.shallow_refine\.", "decoder.shallow.1."),
+    (r"^decoder\.upsample(\d)\.", r"decoder.upsample\1.0."),
+    (r"^depth_decoder\.stages\.", "depth_decoder.Decoder."),
+    (r"^depth_decoder\.shallow\.", "depth_decoder.shallow.0."),
+    (r"\.heads\.", ".Bside."),
+    # ConvNormAct is (conv, norm, act) where the authors used an nn.Sequential
+    (r"\.conv\.(weight|bias)$", r".0.\1"),
+    (r"\.norm\.weight$", r".1.weight"),
+]
+
+
+def official_key(key: str) -> str:
+    """The authors' name for one of our state-dict keys."""
+    if key.startswith("encoder."):
+        return key
+    match = re.match(r"^stage_proj\.(\d+)\.", key)
+    if match:  # their channel_mix1..4 are our stage_proj.0..3
+        key = f"channel_mix{int(match[1]) + 1}." + key[match.end() :]
+    for pattern, repl in _TO_OFFICIAL:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def to_official_state_dict(model: PDFNet) -> dict[str, torch.Tensor]:
+    """Our model's weights under the authors' key names (without their recomputed buffers)."""
+    return {official_key(k): v for k, v in model.state_dict().items()}
+
+
+def unwrap_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
+    """The bare state dict inside a checkpoint: accepts ``{"model": sd}``, ``{"state_dict": sd}`` and the
+    ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    for wrapper in ("model", "state_dict"):
+        if wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+    out = {}
+    for k, v in obj.items():
+        for prefix in ("module.", "_orig_mod."):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def infer_variant(state_dict: Mapping[str, torch.Tensor], variant: str | None) -> tuple[str, bool]:
+    """(variant, has depth head) of an authors'-layout state dict.
+
+    The depth head's shallow convolution sees 6 channels (image and depth) in ``cvpr`` and 3 in ``release``;
+    without a depth head the variant cannot be told and defaults to ``release``, the published version.
+    """
+    shallow = state_dict.get("depth_decoder.shallow.0.weight")
+    if shallow is None:
+        return variant or "release", False
+    found = {6: "cvpr", 3: "release"}.get(shallow.shape[1])
+    if found is None:
+        raise ValueError(f"depth_decoder.shallow.0.weight has {shallow.shape[1]} input channels; expected 6 or 3")
+    if variant is not None and variant != found:
+        raise ValueError(
+            f"variant={variant!r} contradicts the checkpoint: its depth head (depth_decoder.shallow.0.weight with "
+            f"{shallow.shape[1]} input channels) is the {found!r} version's"
+        )
+    return found, True
+
+
+def load_official_checkpoint(
+    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
+    variant: str | None = None,
+    config: ModelConfig | None = None,
+) -> PDFNet:
+    """Build a :class:`PDFNet` from a checkpoint in the authors' key layout, in eval mode.
+
+    Args:
+        path_or_state_dict: a file written by the authors' code (e.g. ``PDFNet_Best.pth``) or its state dict.
+        variant: "release" or "cvpr"; told from the depth head's shapes when there is one (and then an error
+            if it contradicts them), else "release" unless given.
+        config: architecture, for non-default sizes; its variant and depth_head are overridden by the above.
+
+    Raises:
+        KeyError: keys missing from or unexpected in the checkpoint, each named.
+        ValueError: shapes that do not match, each named, or a contradicting variant.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        state = unwrap_state_dict(path_or_state_dict)
+    else:
+        state = unwrap_state_dict(torch.load(path_or_state_dict, map_location="cpu", weights_only=True))
+    variant, depth_head = infer_variant(state, variant)
+    cfg = replace(config or ModelConfig(), variant=variant, depth_head=depth_head)
+    model = build_pdfnet(cfg)
+    ours = {official_key(k): k for k in model.state_dict()}
+    theirs = {k for k in state if not _RECOMPUTED.search(k)}
+    missing = sorted(set(ours) - theirs)
+    unexpected = sorted(theirs - set(ours))
+    if missing or unexpected:
+        raise KeyError(_describe("checkpoint keys do not match PDFNet", missing=missing, unexpected=unexpected))
+    reference = model.state_dict()
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(reference[ours[k]].shape)}"
+        for k in sorted(ours)
+        if tuple(state[k].shape) != tuple(reference[ours[k]].shape)
+    ]
+    if wrong:
+        raise ValueError(_describe("checkpoint shapes do not match PDFNet", shapes=wrong))
+    model.load_state_dict({ours[k]: state[k] for k in ours})
+    return model.eval()
+
+
+def _describe(title: str, **groups: list[str]) -> str:
+    lines = [title]
+    for name, items in groups.items():
+        if items:
+            shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+            lines.append(f"{name} ({len(items)}): " + ", ".join(shown))
+    return "; ".join(lines)

@@ -1,0 +1,162 @@
+"""PDFNet's training objective: structure + SSIM segmentation loss, the depth integrity-prior loss and the
+SILog loss of the depth refinement decoder, each deeply supervised.
+
+All terms are computed per sample and averaged over the batch. The original computes the integrity prior's
+mean foreground depth, the SILog statistics and the depth normalisation over the whole batch; at its batch
+size of 1 the two agree exactly, and per-sample terms keep a sample's loss independent of its batchmates
+(which also makes data-parallel training equal to one large batch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .fusion import VARIANTS
+from .model import PDFNetOutput, normalize_depth
+
+# Weights of the deep supervision: the full-resolution output counts fully, every side output half.
+MAIN_WEIGHT, SIDE_WEIGHT = 1.0, 0.5
+
+
+def structure_loss(logits: torch.Tensor, mask: torch.Tensor, iou_smooth: float = 1e-6) -> torch.Tensor:
+    """Boundary-weighted BCE plus weighted IoU (the F3Net structure loss), averaged over the batch.
+
+    Args:
+        logits: (B, 1, H, W) raw predictions.
+        mask: (B, 1, H, W) ground truth in {0, 1}.
+        iou_smooth: smoothing of the IoU ratio (``release`` 1, ``cvpr`` 1e-6).
+
+    Pixels near the mask boundary weigh up to 6x: weight = 1 + 5 |boxfilter31(mask) - mask|.
+    """
+    weight = 1 + 5 * (F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask).abs()
+    bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+    wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+    prob = logits.sigmoid()
+    inter = (prob * mask * weight).sum(dim=(2, 3))
+    union = ((prob + mask) * weight).sum(dim=(2, 3))
+    wiou = 1 - (inter + iou_smooth) / (union - inter + iou_smooth)
+    return (wbce + wiou).mean()
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(1, 1, size, size) normalised Gaussian kernel."""
+    x = torch.tensor([math.exp(-((i - size // 2) ** 2) / (2 * sigma**2)) for i in range(size)], dtype=torch.float32)
+    g = x / x.sum()
+    return (g[:, None] @ g[None, :]).to(device=device, dtype=dtype)[None, None]
+
+
+def ssim_loss(prob: torch.Tensor, target: torch.Tensor, window_size: int = 11) -> torch.Tensor:
+    """(1 - SSIM) / 2 with an 11x11 Gaussian window (sigma 1.5) and zero padding; inputs (B, 1, H, W) in [0, 1].
+
+    The mean SSIM over all pixels of equally sized samples is also the mean of the per-sample means.
+    """
+    window = _gaussian_window(window_size, device=prob.device, dtype=prob.dtype)
+    pad = window_size // 2
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, window, padding=pad)
+
+    mu1, mu2 = blur(prob), blur(target)
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    var1 = blur(prob * prob) - mu1_sq
+    var2 = blur(target * target) - mu2_sq
+    cov = blur(prob * target) - mu12
+    c1, c2 = 0.01**2, 0.03**2
+    ssim = ((2 * mu12 + c1) * (2 * cov + c2)) / ((mu1_sq + mu2_sq + c1) * (var1 + var2 + c2))
+    return 1 - (1 + ssim.mean()) / 2
+
+
+def _sobel(depth: torch.Tensor) -> torch.Tensor:
+    """|d/dx| + |d/dy| of (B, 1, H, W) by 3x3 Sobel kernels with zero padding."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=depth.device, dtype=depth.dtype)
+    gx = F.conv2d(depth, kx[None, None], padding=1).abs()
+    gy = F.conv2d(depth, kx.t()[None, None], padding=1).abs()
+    return gx, gy
+
+
+def integrity_prior_loss(
+    prob: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, variant: str = "cvpr"
+) -> torch.Tensor:
+    """The depth integrity-prior loss: errors cost more where the depth says they break the object's integrity.
+
+    Args:
+        prob: (B, 1, H, W) predicted foreground probability.
+        depth: (B, 1, H, W) pseudo-depth in [0, 1].
+        mask: (B, 1, H, W) ground truth in {0, 1}.
+
+    With p_y the probability of the true class and d the squared distance of the depth from the mean
+    foreground depth, false positives cost d (far from the object's depth is worse), false negatives 1 - d,
+    both scaled by -log p_y; a second term charges -log p_y where the depth has strong Sobel gradients.
+    The mean foreground depth divides by the mask's area (+eps in ``cvpr``; in ``release`` an empty mask gives
+    a mean of 0 instead of the original's division by zero).
+    """
+    py = mask * prob + (1 - mask) * (1 - prob)
+    false_pos = (1 - py) * prob
+    false_neg = (1 - py) * mask
+    log_p = -torch.log(py + eps)
+    area = mask.sum(dim=(1, 2, 3), keepdim=True)
+    area = area + eps if variant == "cvpr" else area.clamp_min(torch.finfo(area.dtype).tiny)
+    mean_depth = (depth * mask).sum(dim=(1, 2, 3), keepdim=True) / area
+    diff = (depth - mean_depth) ** 2
+    variance = log_p * (diff * false_pos + (1 - diff) * false_neg) * py
+    gx, gy = _sobel(depth)
+    return variance.mean() + (gx * log_p + gy * log_p).mean()
+
+
+def silog_loss(prob: torch.Tensor, target: torch.Tensor, lambd: float = 0.5, eps: float = 1e-6) -> torch.Tensor:
+    """Scale-invariant log loss sqrt(mean(g^2) - lambd mean(g)^2 + eps), g = log(target) - log(pred), per sample.
+
+    Args:
+        prob: (B, 1, H, W) predicted depth in [0, 1] (sigmoid of the depth logits).
+        target: (B, 1, H, W) depth in [0, 1].
+    """
+    g = (torch.log(target.float() + eps) - torch.log(prob.float() + eps)).flatten(1)
+    return torch.sqrt(g.pow(2).mean(dim=1) - lambd * g.mean(dim=1).pow(2) + eps).mean()
+
+
+def _upsampled(logits: list[torch.Tensor], size: torch.Size) -> list[torch.Tensor]:
+    # The loss resizes with align_corners=False, unlike the network (a difference of the original, kept).
+    return [x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear") for x in logits]
+
+
+def _deep_supervision(terms: list[torch.Tensor]) -> torch.Tensor:
+    return MAIN_WEIGHT * terms[0] + SIDE_WEIGHT * sum(terms[1:])
+
+
+def pdfnet_loss(
+    output: PDFNetOutput, mask: torch.Tensor, depth_target: torch.Tensor, variant: str = "cvpr"
+) -> dict[str, torch.Tensor]:
+    """PDFNet's training loss.
+
+    Args:
+        output: the network's output; its ``depth_logits`` may be None (then the depth term is 0).
+        mask: (B, 1, H, W) ground truth in {0, 1}.
+        depth_target: (B, 1, H, W) pseudo-depth in [0, 1] as loaded (the original's ``depth_large_1024``);
+            min-max normalised here per sample.
+        variant: "cvpr" or "release": IoU smoothing 1e-6 or 1, epsilon in the integrity prior or not.
+
+    Returns:
+        ``segmentation`` = sum_i w_i (structure_i + 0.5 SSIM_i), ``integrity`` = sum_i w_i prior_i,
+        ``depth`` = sum_j w_j SILog_j, with w = 1 for the first output and 0.5 for the others, and
+        ``total`` = segmentation + integrity / 2 + depth / 10. Scalars.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    mask = mask.float()
+    depth = normalize_depth(depth_target.float())
+    iou_smooth = 1.0 if variant == "release" else 1e-6
+    logits = _upsampled([x.float() for x in output.logits], mask.shape[-2:])
+    segmentation = _deep_supervision(
+        [structure_loss(x, mask, iou_smooth) + 0.5 * ssim_loss(x.sigmoid(), mask) for x in logits]
+    )
+    integrity = _deep_supervision([integrity_prior_loss(x.sigmoid(), depth, mask, variant=variant) for x in logits])
+    if output.depth_logits is None:
+        depth_term = torch.zeros((), device=mask.device)
+    else:
+        depth_logits = _upsampled([x.float() for x in output.depth_logits], depth.shape[-2:])
+        depth_term = _deep_supervision([silog_loss(x.sigmoid(), depth) for x in depth_logits])
+    total = segmentation + integrity / 2 + depth_term / 10
+    return {"total": total, "segmentation": segmentation, "integrity": integrity, "depth": depth_term}

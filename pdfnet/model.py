@@ -1,0 +1,270 @@
+"""PDFNet: the network of "High-Precision Dichotomous Image Segmentation via Depth Integrity-Prior and
+Fine-Grained Patch Strategy" (Liu, Fu, Zhao), computing exactly what the authors' code computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from .config import ModelConfig
+from .fusion import FSE, VARIANTS
+from .layers import ConvNormAct, resize, resize_like
+from .patch import merge_patches, split_patches
+from .swin import SwinEncoder
+
+# The five feature levels every stream is reduced to: strides 4, 8, 16, 32 and a global level at stride 32.
+Pyramid = list[torch.Tensor]
+
+
+@dataclass
+class PDFNetOutput:
+    """What :class:`PDFNet` returns, in training and in evaluation alike.
+
+    Attributes:
+        logits: six raw logit maps (B, 1, h, w): the full-resolution prediction (h, w = H, W) first, then the
+            deep-supervision side outputs 1..5 at H/4, H/8, H/16, H/32 and H/32.
+        depth_logits: five raw logit maps of the depth refinement decoder (H/2, H/8, H/16, H/32, H/64) when
+            the model has one, else None.
+    """
+
+    logits: list[torch.Tensor]
+    depth_logits: list[torch.Tensor] | None = None
+
+    @property
+    def prediction(self) -> torch.Tensor:
+        """(B, 1, H, W) full-resolution logits."""
+        return self.logits[0]
+
+
+class PDFNetDecoder(nn.Module):
+    """The segmentation decoder: four FSE stages from coarse to fine, a shallow full-resolution branch and six
+    prediction heads.
+
+    Args:
+        dim: channels of every stream level (128).
+        grid: patch grid side (8).
+        variant: ``"release"`` or ``"cvpr"``.
+        in_chans: channels of the image and of the (repeated) depth each (3).
+    """
+
+    def __init__(self, dim: int, grid: int, variant: str, in_chans: int = 3, dropout: float = 0.1) -> None:
+        super().__init__()
+        # coarse to fine; the two finest stages pool keys and values 2x to bound the attention cost
+        self.fse = nn.ModuleList(FSE(2 * dim, dim, pool, grid, variant, dropout) for pool in (1, 1, 2, 2))
+        self.stream_mix = nn.ModuleList(ConvNormAct(3 * dim, dim) for _ in range(4))  # fine to coarse
+        # the shallow branch sees image and depth at 4x the input size through a 4x4 stride-4 convolution
+        self.shallow_embed = nn.Conv2d(2 * in_chans, dim, kernel_size=4, stride=4)
+        self.shallow_refine = ConvNormAct(dim, dim)
+        self.upsample1 = ConvNormAct(dim, dim)
+        self.upsample2 = ConvNormAct(dim, dim)
+        self.heads = nn.ModuleList(nn.Conv2d(dim, 1, kernel_size=3, padding=1) for _ in range(6))
+
+    def forward(
+        self, image: torch.Tensor, depth: torch.Tensor, image_feats: Pyramid, depth_feats: Pyramid, patch_feats: Pyramid
+    ) -> list[torch.Tensor]:
+        """image, depth: (B, 3, H, W); *_feats: five (B, dim, h, w) levels (fine to coarse, then global), the
+        patch stream at twice the resolution of the other two. Returns the six logit maps."""
+        H, W = image.shape[-2:]
+        glob_p = patch_feats[4]
+        side = self.heads[5](resize_like(image_feats[4], glob_p) + resize_like(depth_feats[4], glob_p) + glob_p)
+        sides = [side]
+        # coarsest stage: the global level joins level 4; later stages take the previous stage's outputs
+        prev = (image_feats[4], depth_feats[4], patch_feats[4])
+        for stage, level in enumerate((3, 2, 1, 0)):
+            img, dep, pat = (
+                torch.cat([resize_like(p, f[level]), f[level]], dim=1)
+                for p, f in zip(prev, (image_feats, depth_feats, patch_feats))
+            )
+            img, dep, pat = self.fse[stage](img, dep, pat, side)
+            mix = self.stream_mix[level](torch.cat([resize_like(img, pat), resize_like(dep, pat), pat], dim=1))
+            side = self.heads[level + 1](mix)
+            sides.append(side)
+            prev = (img, dep, pat)
+
+        # mix: (B, dim, H/4, W/4) after the finest stage
+        shallow = self.shallow_refine(self.shallow_embed(resize(torch.cat([image, depth], dim=1), (4 * H, 4 * W))))
+        half = (2 * mix.shape[-2], 2 * mix.shape[-1])
+        x = self.upsample1(resize(mix, half) + resize(shallow, half))
+        x = self.upsample2(resize(x, (2 * half[0], 2 * half[1])) + shallow)
+        # sides holds side outputs 5, 4, 3, 2, 1
+        return [self.heads[0](x)] + sides[::-1]
+
+
+class DepthRefinementDecoder(nn.Module):
+    """The training-only depth head: predicts the pseudo-depth from the encoder's three streams, so that the
+    shared encoder learns depth-aware features.
+
+    ``release`` sums the three streams and sees the image in its shallow branch; ``cvpr`` concatenates them and
+    sees image and depth.
+
+    Args:
+        dim: channels per stream level (128).
+        variant: ``"release"`` or ``"cvpr"``.
+        in_chans: image channels (3).
+    """
+
+    def __init__(self, dim: int, variant: str, in_chans: int = 3) -> None:
+        super().__init__()
+        self.variant = variant
+        width = 3 * dim if variant == "cvpr" else dim  # channels of one fused level
+        self.stages = nn.ModuleList(
+            nn.Sequential(ConvNormAct(in_dim, 2 * dim), ConvNormAct(2 * dim, dim))
+            for in_dim in (2 * width, dim + width, dim + width, dim + width)
+        )
+        shallow_in = 2 * in_chans if variant == "cvpr" else in_chans
+        self.shallow = nn.Conv2d(shallow_in, dim, kernel_size=3, padding=1)
+        self.upsample1 = ConvNormAct(dim, dim)
+        self.upsample2 = ConvNormAct(dim, dim)
+        self.heads = nn.ModuleList(nn.Conv2d(dim, 1, kernel_size=3, padding=1) for _ in range(5))
+
+    def fuse(self, image_feats: Pyramid, depth_feats: Pyramid, patch_feats: Pyramid) -> Pyramid:
+        """Five fused levels at the image stream's resolution."""
+        fused = []
+        for img, dep, pat in zip(image_feats, depth_feats, patch_feats):
+            pat = resize_like(pat, img)
+            fused.append(torch.cat([img, dep, pat], dim=1) if self.variant == "cvpr" else img + dep + pat)
+        return fused
+
+    def forward(
+        self, image: torch.Tensor, depth: torch.Tensor, image_feats: Pyramid, depth_feats: Pyramid, patch_feats: Pyramid
+    ) -> list[torch.Tensor]:
+        """Same inputs as :class:`PDFNetDecoder`; returns five logit maps at H/2, H/8, H/16, H/32, H/64."""
+        levels = self.fuse(image_feats, depth_feats, patch_feats)
+        x = self.stages[0](torch.cat([levels[4], levels[3]], dim=1))
+        decoded = [x]
+        for stage, level in zip(self.stages[1:], (2, 1, 0)):
+            x = stage(torch.cat([resize_like(x, levels[level]), levels[level]], dim=1))
+            decoded.append(x)
+        shallow = self.shallow(torch.cat([image, depth], dim=1) if self.variant == "cvpr" else image)
+        x = x + resize_like(shallow, x)
+        x = self.upsample1(resize(x, (2 * x.shape[-2], 2 * x.shape[-1])))
+        x = x + resize_like(shallow, x)
+        x = self.upsample2(resize(x, (2 * x.shape[-2], 2 * x.shape[-1])))
+        # decoded holds levels 4, 3, 2, 1; the side heads run fine to coarse
+        return [self.heads[0](x)] + [head(feat) for head, feat in zip(self.heads[1:], decoded[::-1])]
+
+
+class PDFNet(nn.Module):
+    """PDFNet: a shared Swin encoder over the half-size image, the half-size pseudo-depth and an 8x8 grid of
+    full-resolution patches, fused by the FSE decoder.
+
+    Args:
+        encoder: the shared backbone; ``encoder.num_features`` gives its four stage widths.
+        dim: channels every level is projected to (128).
+        grid: patch grid side (8).
+        variant: ``"cvpr"`` (the CVPR 2026 code) or ``"release"`` (the March 2025 code and published weights).
+        depth_head: build the training-only depth refinement decoder.
+        dropout: dropout inside the CoA blocks (0.1).
+
+    ``forward(image, depth)``:
+        image: (B, 3, H, W) RGB, ImageNet-normalised; H and W multiples of 32 * grid (256).
+        depth: (B, 1, H, W) pseudo-depth in [0, 1]; each map is min-max normalised again here, as the
+            original does (per sample here, over the batch there: the same at the original's batch size 1).
+        Returns a :class:`PDFNetOutput`.
+    """
+
+    def __init__(
+        self,
+        encoder: SwinEncoder,
+        dim: int = 128,
+        grid: int = 8,
+        variant: str = "cvpr",
+        depth_head: bool = True,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+        self.variant = variant
+        self.grid = grid
+        self.encoder = encoder
+        self.stage_proj = nn.ModuleList(ConvNormAct(c, dim) for c in encoder.num_features)
+        self.global_mix = ConvNormAct(4 * dim, dim)
+        self.global_refine = ConvNormAct(dim, dim)
+        self.decoder = PDFNetDecoder(dim, grid, variant, dropout=dropout)
+        self.depth_decoder = DepthRefinementDecoder(dim, variant) if depth_head else None
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Conv2d) and not name.startswith("encoder."):
+                trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    @property
+    def min_size(self) -> int:
+        """Input sides must be multiples of this: the patch stream's coarsest level splits into the grid."""
+        return 32 * self.grid
+
+    def encode(self, x: torch.Tensor) -> Pyramid:
+        """(N, 3, h, w) -> four projected levels (N, dim, h/4 .. h/32) and the global level (N, dim, h/32)."""
+        levels = [proj(f) for proj, f in zip(self.stage_proj, self.encoder(x))]
+        coarsest = levels[3]
+        # bilinear downsampling with aligned corners, as the original (no anti-aliasing)
+        glob = self.global_mix(torch.cat([resize_like(f, coarsest) for f in levels[:3]] + [coarsest], dim=1))
+        return levels + [self.global_refine(glob)]
+
+    def forward(self, image: torch.Tensor, depth: torch.Tensor) -> PDFNetOutput:
+        self._check_inputs(image, depth)
+        B, _, H, W = image.shape
+        depth = normalize_depth(depth).expand(-1, 3, -1, -1)
+
+        # image and depth at half size share one encoder batch: (2B, 3, H/2, W/2)
+        halves = resize(torch.cat([image, depth], dim=0), (H // 2, W // 2))
+        feats = self.encode(halves)
+        image_feats, depth_feats = [f[:B] for f in feats], [f[B:] for f in feats]
+        # the full-resolution patches: (grid^2 B, 3, H/grid, W/grid), features stitched back to (B, dim, ...)
+        patch_feats = [merge_patches(f, self.grid) for f in self.encode(split_patches(image, self.grid))]
+
+        logits = self.decoder(image, depth, image_feats, depth_feats, patch_feats)
+        depth_logits = None
+        if self.depth_decoder is not None:
+            depth_logits = self.depth_decoder(image, depth, image_feats, depth_feats, patch_feats)
+        return PDFNetOutput(logits=logits, depth_logits=depth_logits)
+
+    def _check_inputs(self, image: torch.Tensor, depth: torch.Tensor) -> None:
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
+        if depth.ndim != 4 or depth.shape[1] != 1 or depth.shape[0] != image.shape[0]:
+            raise ValueError(
+                f"depth must be (B, 1, H, W) matching image {tuple(image.shape)}, got {tuple(depth.shape)}"
+            )
+        if depth.shape[-2:] != image.shape[-2:]:
+            raise ValueError(f"depth size {tuple(depth.shape[-2:])} differs from image size {tuple(image.shape[-2:])}")
+        H, W = image.shape[-2:]
+        if H % self.min_size or W % self.min_size:
+            raise ValueError(f"image sides must be multiples of {self.min_size}, got {H}x{W}")
+
+
+def normalize_depth(depth: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each (1, H, W) map to [0, 1]; a constant map becomes zeros (the original divides by
+    zero there)."""
+    flat = depth.flatten(1)
+    lo = flat.min(dim=1).values[:, None, None, None]
+    span = flat.max(dim=1).values[:, None, None, None] - lo
+    return torch.where(span > 0, (depth - lo) / span.clamp_min(torch.finfo(depth.dtype).tiny), torch.zeros_like(depth))
+
+
+def build_pdfnet(cfg: ModelConfig) -> PDFNet:
+    """The one place a :class:`ModelConfig` becomes a network."""
+    encoder = SwinEncoder(
+        in_chans=3,
+        embed_dim=cfg.embed_dim,
+        depths=cfg.depths,
+        num_heads=cfg.num_heads,
+        window=cfg.window_size,
+        drop_path_rate=cfg.drop_path_rate,
+        pos_embed_grid=cfg.pos_embed_grid,
+    )
+    return PDFNet(
+        encoder, dim=cfg.dim, grid=cfg.grid, variant=cfg.variant, depth_head=cfg.depth_head, dropout=cfg.dropout
+    )
+
+
+def count_parameters(module: nn.Module | None, exclude: Sequence[str] = ()) -> int:
+    """Number of parameters of ``module`` (0 for None), leaving out those whose names start with ``exclude``."""
+    if module is None:
+        return 0
+    return sum(p.numel() for n, p in module.named_parameters() if not n.startswith(tuple(exclude)))
