@@ -6,6 +6,7 @@ Our module names say what each part does; the authors' are kept only here, as a 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -100,10 +101,34 @@ def infer_variant(state_dict: Mapping[str, torch.Tensor], variant: str | None) -
     return found, True
 
 
+def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """The network sizes of an authors'-layout state dict, read off its shapes (Swin-B PDFNet for theirs).
+
+    The patch grid cannot be read off weights and stays 8.
+    """
+    try:
+        embed_dim = state_dict["encoder.patch_embed.proj.weight"].shape[0]
+        blocks = [re.match(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.", k) for k in state_dict]
+        stages = sorted({(int(m[1]), int(m[2])) for m in blocks if m})
+        depths = tuple(sum(1 for s, _ in stages if s == i) for i in range(stages[-1][0] + 1))
+        tables = [
+            state_dict[f"encoder.layers.{i}.blocks.0.attn.relative_position_bias_table"] for i in range(len(depths))
+        ]
+        window = (round(math.sqrt(tables[0].shape[0])) + 1) // 2
+        return ModelConfig(
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=tuple(t.shape[1] for t in tables),
+            window_size=window,
+            pos_embed_grid=state_dict["encoder.absolute_pos_embed"].shape[-1],
+            dim=state_dict["channel_mix1.0.weight"].shape[0],
+        )
+    except (KeyError, IndexError) as e:
+        raise KeyError(f"not a PDFNet checkpoint in the authors' layout: cannot find {e}") from e
+
+
 def load_official_checkpoint(
-    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
-    variant: str | None = None,
-    config: ModelConfig | None = None,
+    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor], variant: str | None = None
 ) -> PDFNet:
     """Build a :class:`PDFNet` from a checkpoint in the authors' key layout, in eval mode.
 
@@ -111,7 +136,9 @@ def load_official_checkpoint(
         path_or_state_dict: a file written by the authors' code (e.g. ``PDFNet_Best.pth``) or its state dict.
         variant: "release" or "cvpr"; told from the depth head's shapes when there is one (and then an error
             if it contradicts them), else "release" unless given.
-        config: architecture, for non-default sizes; its variant and depth_head are overridden by the above.
+
+    The architecture is read off the weights' shapes (:func:`infer_architecture`), so narrower networks saved
+    in the authors' layout load too.
 
     Raises:
         KeyError: keys missing from or unexpected in the checkpoint, each named.
@@ -122,24 +149,33 @@ def load_official_checkpoint(
     else:
         state = unwrap_state_dict(torch.load(path_or_state_dict, map_location="cpu", weights_only=True))
     variant, depth_head = infer_variant(state, variant)
-    cfg = replace(config or ModelConfig(), variant=variant, depth_head=depth_head)
+    cfg = replace(infer_architecture(state), variant=variant, depth_head=depth_head)
     model = build_pdfnet(cfg)
     ours = {official_key(k): k for k in model.state_dict()}
-    theirs = {k for k in state if not _RECOMPUTED.search(k)}
-    missing = sorted(set(ours) - theirs)
-    unexpected = sorted(theirs - set(ours))
+    _checked_load(model, {k: v for k, v in state.items() if not _RECOMPUTED.search(k)}, ours, "checkpoint")
+    return model.eval()
+
+
+def _checked_load(model: PDFNet, state: Mapping[str, torch.Tensor], names: dict[str, str], source: str) -> None:
+    """Load ``state`` (keys as in ``names``, which maps them to the model's own) strictly.
+
+    Raises:
+        KeyError: naming every missing and unexpected key.
+        ValueError: naming every key whose shape differs.
+    """
+    missing = sorted(set(names) - set(state))
+    unexpected = sorted(set(state) - set(names))
     if missing or unexpected:
-        raise KeyError(_describe("checkpoint keys do not match PDFNet", missing=missing, unexpected=unexpected))
+        raise KeyError(_describe(f"{source} keys do not match PDFNet", missing=missing, unexpected=unexpected))
     reference = model.state_dict()
     wrong = [
-        f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(reference[ours[k]].shape)}"
-        for k in sorted(ours)
-        if tuple(state[k].shape) != tuple(reference[ours[k]].shape)
+        f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(reference[ours].shape)}"
+        for k, ours in sorted(names.items())
+        if tuple(state[k].shape) != tuple(reference[ours].shape)
     ]
     if wrong:
-        raise ValueError(_describe("checkpoint shapes do not match PDFNet", shapes=wrong))
-    model.load_state_dict({ours[k]: state[k] for k in ours})
-    return model.eval()
+        raise ValueError(_describe(f"{source} shapes do not match PDFNet", shapes=wrong))
+    model.load_state_dict({ours: state[k] for k, ours in names.items()})
 
 
 def _describe(title: str, **groups: list[str]) -> str:
@@ -149,3 +185,49 @@ def _describe(title: str, **groups: list[str]) -> str:
             shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
             lines.append(f"{name} ({len(items)}): " + ", ".join(shown))
     return "; ".join(lines)
+
+
+def is_official_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict uses the authors' key names (their decoder is ``decoder.FSE_mix``)."""
+    return any(k.startswith("decoder.FSE_mix.") for k in state_dict)
+
+
+def model_config_from_checkpoint(checkpoint: Mapping) -> ModelConfig:
+    """The model config stored in one of our checkpoints (``checkpoint["config"]["model"]``), or the default."""
+    stored = checkpoint.get("config", {}) if isinstance(checkpoint, Mapping) else {}
+    model_cfg = stored.get("model") if isinstance(stored, Mapping) else None
+    if not isinstance(model_cfg, Mapping):
+        return ModelConfig()
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items()}
+    return ModelConfig(**fields)
+
+
+def load_pdfnet(
+    path_or_checkpoint: str | os.PathLike | Mapping, variant: str | None = None, eval_mode: bool = True
+) -> PDFNet:
+    """A :class:`PDFNet` from any checkpoint: ours (a dict with ``model`` and ``config``) or the authors' layout.
+
+    Args:
+        path_or_checkpoint: a file or an already loaded checkpoint / state dict.
+        variant: for the authors' layout, as :func:`load_official_checkpoint`; for ours, an error if it
+            contradicts the stored config.
+    """
+    if isinstance(path_or_checkpoint, Mapping):
+        checkpoint = path_or_checkpoint
+        name = "checkpoint"
+    else:
+        name = os.fspath(path_or_checkpoint)
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"no checkpoint at {name}")
+        checkpoint = torch.load(name, map_location="cpu", weights_only=True)
+    state = unwrap_state_dict(checkpoint)
+    if is_official_layout(state):
+        model = load_official_checkpoint(state, variant=variant)
+        return model.eval() if eval_mode else model.train()
+    cfg = model_config_from_checkpoint(checkpoint)
+    has_depth_head = any(k.startswith("depth_decoder.") for k in state)
+    if variant is not None and variant != cfg.variant:
+        raise ValueError(f"variant={variant!r} contradicts {name}, which holds a {cfg.variant!r} model")
+    model = build_pdfnet(replace(cfg, depth_head=has_depth_head, init_from=None))
+    _checked_load(model, state, {k: k for k in model.state_dict()}, name)
+    return model.eval() if eval_mode else model.train()

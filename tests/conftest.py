@@ -29,3 +29,75 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+TINY_ARCH = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4, dim=16, pos_embed_grid=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_depth_model(tmp_path_factory) -> str:
+    """A randomly initialised Depth-Anything model with its image processor, saved like a Hub checkpoint."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    folder = tmp_path_factory.mktemp("tiny_depth_anything")
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=14,
+        image_size=518,
+        out_features=["stage1", "stage2"],
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        reassemble_factors=[1, 0.5],
+        neck_hidden_sizes=[16, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+    )
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(
+        size={"height": 518, "width": 518},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_official_checkpoint(tmp_path_factory) -> str:
+    """A narrow PDFNet (release variant, with its depth head) saved in the authors' key layout."""
+    from pdfnet import build_pdfnet, to_official_state_dict
+
+    torch.manual_seed(0)
+    model = build_pdfnet(ModelConfig(variant="release", **TINY_ARCH))
+    path = tmp_path_factory.mktemp("weights") / "PDFNet_tiny.pth"
+    torch.save(to_official_state_dict(model), path)
+    return str(path)
+
+
+def make_toy_dis5k(root: Path, splits=("DIS-TR", "DIS-VD"), n: int = 3, layout=("images", "masks"), size=(96, 128)):
+    """A DIS-5K tree of synthetic photos (a bright ellipse on noise) and their masks, at varied sizes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for i in range(n):
+            H, W = size[0] + 16 * i, size[1] - 8 * i
+            yy, xx = np.mgrid[:H, :W]
+            mask = ((yy - H / 2) ** 2 / (H / 3) ** 2 + (xx - W / 2) ** 2 / (W / 3) ** 2) < 1
+            image = rng.integers(0, 120, (H, W, 3), dtype=np.uint8)
+            image[mask] = [220, 180, 60]
+            (root / split / layout[0]).mkdir(parents=True, exist_ok=True)
+            (root / split / layout[1]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / split / layout[0] / f"{split}_{i}.jpg")
+            Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / layout[1] / f"{split}_{i}.png")
+    return root
