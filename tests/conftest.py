@@ -83,8 +83,19 @@ def tiny_official_checkpoint(tmp_path_factory) -> str:
     return str(path)
 
 
-def make_toy_dis5k(root: Path, splits=("DIS-TR", "DIS-VD"), n: int = 3, layout=("images", "masks"), size=(96, 128)):
-    """A DIS-5K tree of synthetic photos (a bright ellipse on noise) and their masks, at varied sizes."""
+DEPTH_FOLDERS = ("depth_small", "depth_base", "depth_large", "depth_large_1024")
+
+
+def make_toy_dis5k(
+    root: Path,
+    splits=("DIS-TR", "DIS-VD"),
+    n: int = 3,
+    layout=("images", "masks"),
+    size=(96, 128),
+    depths: tuple[str, ...] = (),
+):
+    """A DIS-5K tree of synthetic photos (a bright ellipse on noise), their masks and, for every folder in
+    ``depths``, a depth map (the object nearer than a sloped background), at varied sizes."""
     import numpy as np
     from PIL import Image
 
@@ -100,4 +111,8 @@ def make_toy_dis5k(root: Path, splits=("DIS-TR", "DIS-VD"), n: int = 3, layout=(
             (root / split / layout[1]).mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(root / split / layout[0] / f"{split}_{i}.jpg")
             Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / layout[1] / f"{split}_{i}.png")
+            for folder in depths:
+                depth = (xx / W * 100 + mask * 120 + rng.integers(0, 20, (H, W))).astype(np.uint8)
+                (root / split / folder).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(depth).save(root / split / folder / f"{split}_{i}.png")
     return root

@@ -1,0 +1,75 @@
+"""ImageNet initialisation of the Swin encoder, from Microsoft's or timm's Swin-B weights.
+
+Our encoder uses Microsoft's key names. timm's Swin differs in one structural way: its patch merging opens a
+stage (``layers.{i}.downsample`` with i >= 1) where Microsoft's closes the previous one
+(``layers.{i-1}.downsample``); the weights themselves are laid out identically.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+import torch
+
+from .checkpoint import unwrap_state_dict
+from .swin import SwinEncoder
+
+MICROSOFT_SWIN_B = "swin_base_patch4_window12_384_22kto1k.pth"
+TIMM_SWIN_B = "swin_base_patch4_window12_384.ms_in22k_ft_in1k"
+
+
+def is_timm_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """timm's Swin has no downsample in its first stage and one in its last."""
+    has_first = any(k.startswith("layers.0.downsample.") for k in state_dict)
+    return not has_first and any(re.match(r"layers\.\d+\.downsample\.", k) for k in state_dict)
+
+
+def convert_timm_swin(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm Swin keys -> Microsoft's (ours): ``layers.{i}.downsample`` -> ``layers.{i-1}.downsample``."""
+
+    def rename(key: str) -> str:
+        return re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.", key)
+
+    return {rename(k): v for k, v in state_dict.items()}
+
+
+def load_swin_weights(encoder: SwinEncoder, source: str | os.PathLike | Mapping) -> tuple[list[str], list[str]]:
+    """Copy ImageNet Swin weights into ``encoder``, keeping every tensor whose name and shape match (as the
+    original does: the classifier, the final norm and index buffers are left out, and the absolute position
+    embedding and the four output norms keep their initialisation).
+
+    Args:
+        source: a checkpoint file (Microsoft's or timm's layout, optionally under "model"/"state_dict"),
+            ``timm:<model name>`` to have timm download the weights, or a loaded state dict.
+
+    Returns:
+        (names loaded, names of the encoder left as initialised).
+
+    Raises:
+        FileNotFoundError: no such file, with where to get it.
+        ValueError: nothing in the source matches the encoder.
+    """
+    if isinstance(source, Mapping):
+        state = unwrap_state_dict(source)
+    elif str(source).startswith("timm:"):
+        import timm
+
+        state = timm.create_model(str(source)[len("timm:") :], pretrained=True).state_dict()
+    else:
+        if not os.path.exists(source):
+            raise FileNotFoundError(
+                f"no Swin weights at {source}: download Microsoft's {MICROSOFT_SWIN_B} (the Swin Transformer "
+                f"release on GitHub) into checkpoints/, or set model.pretrained_backbone=timm:{TIMM_SWIN_B} "
+                "(downloads through timm), or null to start from random weights"
+            )
+        state = unwrap_state_dict(torch.load(source, map_location="cpu", weights_only=True))
+    if is_timm_layout(state):
+        state = convert_timm_swin(state)
+    own = encoder.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not matched:
+        raise ValueError(f"no tensor of {source} matches the Swin encoder (wrong file or architecture?)")
+    encoder.load_state_dict(matched, strict=False)
+    return sorted(matched), sorted(set(own) - set(matched))
