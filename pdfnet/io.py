@@ -112,3 +112,18 @@ def expand_inputs(inputs: Iterable[str]) -> Iterator[Path]:
             if key not in seen:
                 seen.add(key)
                 yield p
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

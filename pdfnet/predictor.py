@@ -108,7 +108,7 @@ class Predictor:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
 
-    def _logits(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    def logits(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S), (B, 1, S, S) at the input size -> (B, 1, S, S) float32 logits (TTA-averaged)."""
         if not self.tta:
             with self._autocast():
@@ -149,7 +149,7 @@ class Predictor:
         S = (self.input_size, self.input_size)
         x = torch.cat([_image_tensor(im, S, self.device) for im in images])
         d = torch.cat([_depth_tensor(dp, S, self.device) for dp in depths])
-        probs = self._logits(x, d).sigmoid()
+        probs = self.logits(x, d).sigmoid()
         return [_resize(p[None], im.shape[:2])[0, 0].cpu().numpy() for p, im in zip(probs, images)]
 
     def predict(self, image: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
