@@ -59,7 +59,7 @@ def test_second_run_uses_cached_masks(folders, tmp_path, monkeypatch):
 
     monkeypatch.setattr(metrics, "compute_mask_data", fail)
     second, _ = evaluate_predictions(pred_dir, gt_dir, workers=1, cache_dir=tmp_path / "cache", progress=False)
-    assert second == pytest.approx(first, rel=1e-12)  # (OpenCV's threads may reorder a sum in the last bits)
+    assert second == pytest.approx(first, rel=1e-9)  # OpenCV may round the blur differently in the last bits
 
 
 def test_resized_predictions(folders, tmp_path, capsys):
