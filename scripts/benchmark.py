@@ -1,0 +1,211 @@
+"""Speed and memory of PDFNet: inference (network alone and with Depth-Anything-V2) and training steps.
+
+    python scripts/benchmark.py                                   # CUDA when present, else a short CPU run
+    python scripts/benchmark.py --device cuda --json bench.json   # the full table on a GPU
+    python scripts/benchmark.py --device cpu --infer-batch 1 --precisions fp32 --no-train
+
+Warm-up runs, synchronised timing, the median of several runs; prints a table and the device and versions,
+and writes JSON with --json. Weights are random (speed does not depend on them); the depth model is
+Depth-Anything-V2-Large's architecture, randomly initialised, run at its 518-pixel input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pdfnet import ModelConfig, build_pdfnet, pdfnet_loss  # noqa: E402
+from pdfnet.depth import PRECISIONS  # noqa: E402
+
+
+def depth_anything_large():
+    """Depth-Anything-V2-Large's architecture (transformers), random weights."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=518,
+        out_indices=[5, 12, 18, 24],
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=1024,
+        reassemble_factors=[4, 2, 1, 0.5],
+        neck_hidden_sizes=[256, 512, 1024, 1024],
+        fusion_hidden_size=256,
+        head_hidden_size=32,
+    )
+    return DepthAnythingForDepthEstimation(config).eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, warmup: int, iters: int, repeats: int) -> float:
+    """Median seconds per call over ``repeats`` runs of ``iters`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        sync(device)
+        runs.append((time.perf_counter() - start) / iters)
+    return statistics.median(runs)
+
+
+def autocast(device: torch.device, precision: str):
+    return nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def bench_inference(args, device, precision: str, batch: int, compiled: bool, with_depth: bool) -> dict:
+    model = build_pdfnet(replace(ModelConfig(), depth_head=False)).to(device).eval()
+    net = torch.compile(model) if compiled else model
+    depth_model = depth_anything_large().to(device) if with_depth else None
+    S = args.size
+    image = torch.randn(batch, 3, S, S, device=device)
+    depth = torch.rand(batch, 1, S, S, device=device)
+
+    @torch.inference_mode()
+    def step():
+        with autocast(device, precision):
+            d = depth
+            if depth_model is not None:
+                small = F.interpolate(image, size=(518, 518), mode="bilinear", align_corners=False)
+                d = depth_model(pixel_values=small).predicted_depth[:, None]
+                d = F.interpolate(d.float(), size=(S, S), mode="bilinear", align_corners=True)
+            return net(image, d).logits[0]
+
+    reset_peak(device)
+    seconds = timed(step, device, args.warmup, args.iters, args.repeats)
+    return {"images_per_s": batch / seconds, "ms_per_image": 1000 * seconds / batch, "peak_gib": peak_gib(device)}
+
+
+def bench_training(args, device, precision: str, batch: int, compiled: bool) -> dict:
+    model = build_pdfnet(ModelConfig()).to(device).train()
+    net = torch.compile(model) if compiled else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    S = args.size
+    image, depth = torch.randn(batch, 3, S, S, device=device), torch.rand(batch, 1, S, S, device=device)
+    mask = (torch.rand(batch, 1, S, S, device=device) > 0.5).float()
+
+    def step():
+        with autocast(device, precision):
+            out = net(image, depth)
+        loss = pdfnet_loss(out, mask, depth)["total"]
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    reset_peak(device)
+    seconds = timed(step, device, args.warmup, args.iters, args.repeats)
+    return {"images_per_s": batch / seconds, "s_per_step": seconds, "peak_gib": peak_gib(device)}
+
+
+def environment(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--infer-batch", type=int, nargs="+", default=None, help="default: 1 8 (GPU), 1 (CPU)")
+    parser.add_argument("--train-batch", type=int, nargs="+", default=None, help="default: 1 4 (GPU), none (CPU)")
+    parser.add_argument("--precisions", nargs="+", default=None, help="default: fp32 bf16 fp16 (GPU), fp32 (CPU)")
+    parser.add_argument("--compile", choices=["off", "on", "both"], default=None, help="default: both (GPU), off")
+    parser.add_argument("--no-depth", action="store_true", help="skip the runs with the depth model")
+    parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    args.infer_batch = args.infer_batch or ([1, 8] if gpu else [1])
+    args.train_batch = [] if args.no_train else (args.train_batch or ([1, 4] if gpu else []))
+    args.precisions = args.precisions or (["fp32", "bf16", "fp16"] if gpu else ["fp32"])
+    compile_modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile or ("both" if gpu else "off")]
+    args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+    args.iters = args.iters or (10 if gpu else 1)
+    args.repeats = args.repeats or (5 if gpu else 1)
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+        torch.backends.cudnn.allow_tf32 = False
+
+    env = environment(device)
+    print(json.dumps(env))
+    rows = []
+    for compiled in compile_modes:
+        for precision in args.precisions:
+            for with_depth in [False] + ([] if args.no_depth else [True]):
+                for batch in args.infer_batch:
+                    r = bench_inference(args, device, precision, batch, compiled, with_depth)
+                    rows.append(
+                        {
+                            "job": "infer+depth" if with_depth else "infer",
+                            "precision": precision,
+                            "batch": batch,
+                            "compile": compiled,
+                            **r,
+                        }
+                    )
+                    print(_format(rows[-1]), flush=True)
+            for batch in args.train_batch:
+                r = bench_training(args, device, precision, batch, compiled)
+                rows.append({"job": "train", "precision": precision, "batch": batch, "compile": compiled, **r})
+                print(_format(rows[-1]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"environment": env, "size": args.size, "results": rows}, indent=2))
+
+
+def _format(row: dict) -> str:
+    mem = f"{row['peak_gib']:.1f} GiB" if row.get("peak_gib") is not None else "-"
+    extra = f"{row['ms_per_image']:.1f} ms/img" if "ms_per_image" in row else f"{row['s_per_step']:.3f} s/step"
+    return (
+        f"{row['job']:<12} {row['precision']:<5} batch {row['batch']:<2} compile {str(row['compile']):<5} "
+        f"{row['images_per_s']:8.2f} img/s  {extra:>14}  peak {mem}"
+    )
+
+
+if __name__ == "__main__":
+    main()
