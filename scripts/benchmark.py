@@ -134,6 +134,15 @@ def bench_training(args, device, precision: str, batch: int, compiled: bool) -> 
     return {"images_per_s": batch / seconds, "s_per_step": seconds, "peak_gib": peak_gib(device)}
 
 
+def guarded(bench, args, device: torch.device, *rest) -> dict:
+    """Run one measurement; out of memory is a result ("oom"), not the end of the table."""
+    try:
+        return bench(args, device, *rest)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"images_per_s": 0.0, "oom": True, "peak_gib": None}
+
+
 def environment(device: torch.device) -> dict:
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
     if device.type == "cuda":
@@ -179,7 +188,7 @@ def main() -> None:
         for precision in args.precisions:
             for with_depth in [False] + ([] if args.no_depth else [True]):
                 for batch in args.infer_batch:
-                    r = bench_inference(args, device, precision, batch, compiled, with_depth)
+                    r = guarded(bench_inference, args, device, precision, batch, compiled, with_depth)
                     rows.append(
                         {
                             "job": "infer+depth" if with_depth else "infer",
@@ -191,7 +200,7 @@ def main() -> None:
                     )
                     print(_format(rows[-1]), flush=True)
             for batch in args.train_batch:
-                r = bench_training(args, device, precision, batch, compiled)
+                r = guarded(bench_training, args, device, precision, batch, compiled)
                 rows.append({"job": "train", "precision": precision, "batch": batch, "compile": compiled, **r})
                 print(_format(rows[-1]), flush=True)
     if args.json:
@@ -199,12 +208,12 @@ def main() -> None:
 
 
 def _format(row: dict) -> str:
+    head = f"{row['job']:<12} {row['precision']:<5} batch {row['batch']:<2} compile {str(row['compile']):<5}"
+    if row.get("oom"):
+        return f"{head} out of memory"
     mem = f"{row['peak_gib']:.1f} GiB" if row.get("peak_gib") is not None else "-"
     extra = f"{row['ms_per_image']:.1f} ms/img" if "ms_per_image" in row else f"{row['s_per_step']:.3f} s/step"
-    return (
-        f"{row['job']:<12} {row['precision']:<5} batch {row['batch']:<2} compile {str(row['compile']):<5} "
-        f"{row['images_per_s']:8.2f} img/s  {extra:>14}  peak {mem}"
-    )
+    return f"{head} {row['images_per_s']:8.2f} img/s  {extra:>14}  peak {mem}"
 
 
 if __name__ == "__main__":
