@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from pdfnet.evaluate import EvaluationError
+from pdfnet.memory import keep_freed_memory
 from pdfnet.scoring import run_test
 
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="scoring processes (default: all cores)")
     parser.add_argument("--cache-dir", default="default", help="mask cache for the metrics")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         run_test(
             args.checkpoint,

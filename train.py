@@ -10,6 +10,7 @@ import sys
 
 from pdfnet.config import ConfigError, load_config
 from pdfnet.engine import NonFiniteLossError, train
+from pdfnet.memory import keep_freed_memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", help="'auto' (output_dir/last.pt when it exists) or a checkpoint path")
     parser.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. train.epochs=2")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         cfg = load_config(args.config, args.overrides)
     except (ConfigError, FileNotFoundError) as e:

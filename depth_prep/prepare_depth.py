@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pdfnet.depth import DepthEstimator, prepare_depth_maps  # noqa: E402
+from pdfnet.memory import keep_freed_memory  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["png8", "png16"], default="png8", dest="fmt")
     parser.add_argument("--overwrite", action="store_true", help="redo maps that already exist")
     args = parser.parse_args(argv)
+    keep_freed_memory()
 
     try:
         estimator = DepthEstimator(args.model, device=args.device, precision=args.precision, input_size=args.input_size)

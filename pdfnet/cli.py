@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from .depth import DEFAULT_DEPTH_MODEL
+from .memory import keep_freed_memory
 
 EXAMPLE_IMAGE = "chelsea.png"  # Chelsea the cat, CC0, from scikit-image's sample data
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     if args.command == "predict":
         from .predict import run_predict
 

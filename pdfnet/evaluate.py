@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .io import IMAGE_SUFFIXES, ImageReadError, read_gray
+from .memory import keep_freed_memory
 from .metrics import ImageScores, MaskCache, score_image, summarize
 
 METRIC_KEYS = ("maxFm", "meanFm", "adpFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "maxEm", "adpEm", "HCE", "n")
@@ -68,19 +69,6 @@ def _score_pair(args: tuple[Pair, str | None]) -> tuple[ImageScores | None, str 
     return score_image(pred, gt, mask_data, name=pair.name), None, resized
 
 
-def _init_worker() -> None:
-    # keep freed memory instead of handing it back to the OS after every image: the metrics allocate many
-    # image-sized arrays, and page faults otherwise cost a third of the time
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD (its maximum on 64-bit)
-    except (OSError, AttributeError):
-        pass
-
-
 def evaluate_predictions(
     pred_dir: str | os.PathLike,
     gt_dir: str | os.PathLike,
@@ -120,7 +108,8 @@ def evaluate_predictions(
         results = map(_score_pair, jobs)
         pool = None
     else:
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
+        # the metrics allocate many image-sized arrays: workers keep freed memory rather than fault it in anew
+        pool = mp.get_context("spawn").Pool(workers, initializer=keep_freed_memory)
         results = pool.imap(_score_pair, jobs, chunksize=1)
     scores, errors, resized = [], [], 0
     try:

@@ -255,15 +255,16 @@ def weighted_f(pred: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, beta: f
     Et[ys, xs] = E[ys + codes // (2 * _OFFSET + 1) - _OFFSET, xs + codes % (2 * _OFFSET + 1) - _OFFSET]
     g = _gauss_1d()
     EA = cv2.sepFilter2D(Et, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
-    min_e_ea = np.where(gt & (EA < E), EA, E)
-    # distance of background pixels to the object: exact Euclidean (float32), for the importance weights
-    dist = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
-    B = np.where(gt, 1.0, 2 - np.exp(np.log(0.5) / 5 * dist))
-    Ew = min_e_ea * B
-    ew_fg = Ew[gt]
-    tpw = np.count_nonzero(gt) - ew_fg.sum()
-    fpw = Ew[~gt].sum()
-    R = 1 - ew_fg.mean()
+    # inside the object the error is min(E, EA) with importance 1; outside it is E with importance
+    # B = 2 - 0.5^(d / 5), d the distance to the object (exact Euclidean, float32), which is 1 inside (d = 0)
+    ew_fg = np.minimum(EA[gt], E[gt])
+    dist = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    weight = 2 - np.exp((np.log(0.5) / 5) * dist.astype(np.float64))
+    e_fg_sum = E[gt].sum()
+    fpw = float(np.einsum("ij,ij->", E, weight)) - e_fg_sum  # E * B summed over the background
+    fg = ew_fg.size
+    tpw = fg - ew_fg.sum()
+    R = 1 - ew_fg.sum() / fg
     P = tpw / (tpw + fpw + EPS)
     return float((1 + beta) * R * P / (R + beta * P + EPS))
 

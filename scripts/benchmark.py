@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pdfnet import ModelConfig, build_pdfnet, pdfnet_loss  # noqa: E402
 from pdfnet.depth import PRECISIONS  # noqa: E402
+from pdfnet.memory import keep_freed_memory  # noqa: E402
 
 
 def depth_anything_large():
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    keep_freed_memory()  # as the command-line tools do
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     args.infer_batch = args.infer_batch or ([1, 8] if gpu else [1])

@@ -1,0 +1,41 @@
+"""The benchmark scripts run end to end (tiny sizes; the real figures are in the README)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_network_benchmark_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--device", "cpu", "--size", "256"]
+    command += ["--no-depth", "--no-train", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["environment"]["device"] == "cpu"
+    [row] = report["results"]
+    assert row["job"] == "infer" and row["images_per_s"] > 0
+    assert "img/s" in result.stdout
+
+
+@pytest.mark.slow
+def test_network_benchmark_cpu_with_training_and_depth(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--device", "cpu", "--size", "256"]
+    command += ["--train-batch", "1", "--json", str(tmp_path / "bench.json")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    jobs = [r["job"] for r in json.loads((tmp_path / "bench.json").read_text())["results"]]
+    assert jobs == ["infer", "infer+depth", "train"]
+
+
+def test_metrics_benchmark(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark_metrics.py"), "--images", "2", "--height", "256"]
+    command += ["--width", "384", "--workers", "1"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "first run" in result.stdout and "cached run" in result.stdout
