@@ -12,6 +12,13 @@ from .patch import expand_cells, patch_means
 VARIANTS = ("cvpr", "release")
 
 
+def check_variant(variant: str) -> str:
+    """``variant`` if it names a version of the original, else a ValueError listing them."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    return variant
+
+
 class CoA(nn.Module):
     """CoA, the cross-attention block: queries from one stream attend to keys/values from others.
 
@@ -141,11 +148,9 @@ class FSE(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, pool: int, grid: int, variant: str, dropout: float = 0.1) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
         self.pool = pool
         self.grid = grid
-        self.variant = variant
+        self.variant = check_variant(variant)
         self.image_proj = ConvNormAct(in_dim, dim)
         self.patch_proj = ConvNormAct(in_dim, dim)
         self.depth_proj = ConvNormAct(in_dim, dim)

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .fusion import VARIANTS
+from .fusion import check_variant
 from .model import PDFNetOutput, normalize_depth
 
 # Weights of the deep supervision: the full-resolution output counts fully, every side output half.
@@ -143,8 +143,7 @@ def pdfnet_loss(
         ``depth`` = sum_j w_j SILog_j, with w = 1 for the first output and 0.5 for the others, and
         ``total`` = segmentation + integrity / 2 + depth / 10. Scalars.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    check_variant(variant)
     mask = mask.float()
     depth = normalize_depth(depth_target.float())
     iou_smooth = 1.0 if variant == "release" else 1e-6

@@ -189,14 +189,15 @@ def s_measure(pred: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
         return float(1 - pred.mean())
     if y == 1:
         return float(pred.mean())
-    fg, bg = pred[gt], 1 - pred[~gt]
-    object_score = _s_object(fg) * y + _s_object(bg) * (1 - y)
+    object_score = _s_object(pred, gt) * y + _s_object(1 - pred, ~gt) * (1 - y)
     return float(max(0.0, alpha * object_score + (1 - alpha) * _region(pred, gt)))
 
 
-def _s_object(x: np.ndarray) -> float:
-    mean = x.mean()
-    std = x.std(ddof=1) if x.size > 1 else 0.0
+def _s_object(x: np.ndarray, where: np.ndarray) -> float:
+    """Object similarity of the values of ``x`` under ``where`` (reduced in place, without copying them out)."""
+    n = int(np.count_nonzero(where))
+    mean = x.sum(where=where) / n
+    std = np.sqrt(np.square(x - mean).sum(where=where) / (n - 1)) if n > 1 else 0.0
     return 2 * mean / (mean**2 + 1 + std + EPS)
 
 
@@ -259,9 +260,8 @@ def weighted_f(pred: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, beta: f
     # B = 2 - 0.5^(d / 5), d the distance to the object (exact Euclidean, float32), which is 1 inside (d = 0)
     ew_fg = np.minimum(EA[gt], E[gt])
     dist = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    weight = 2 - np.exp((np.log(0.5) / 5) * dist.astype(np.float64))
-    e_fg_sum = E[gt].sum()
-    fpw = float(np.einsum("ij,ij->", E, weight)) - e_fg_sum  # E * B summed over the background
+    erring = (E > 0) & ~gt  # only background pixels with an error contribute
+    fpw = float(np.dot(E[erring], 2 - np.exp((np.log(0.5) / 5) * dist[erring].astype(np.float64))))
     fg = ew_fg.size
     tpw = fg - ew_fg.sum()
     R = 1 - ew_fg.sum() / fg

@@ -12,7 +12,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from .config import ModelConfig
-from .fusion import FSE, VARIANTS
+from .fusion import FSE, check_variant
 from .layers import ConvNormAct, resize, resize_like
 from .patch import merge_patches, split_patches
 from .swin import SwinEncoder
@@ -178,9 +178,7 @@ class PDFNet(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-        self.variant = variant
+        self.variant = check_variant(variant)
         self.grid = grid
         self.encoder = encoder
         self.stage_proj = nn.ModuleList(ConvNormAct(c, dim) for c in encoder.num_features)
