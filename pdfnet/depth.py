@@ -26,6 +26,31 @@ def resolve_depth_model(name_or_path: str) -> str:
     return DEPTH_MODELS.get(name_or_path.lower(), name_or_path)
 
 
+def depth_anything_processor():
+    """Depth-Anything-V2's preprocessing: the shorter side scaled to 518 keeping the aspect ratio, sides
+    multiples of 14, bicubic, ImageNet normalisation (what its Hub repos' preprocessor_config.json says)."""
+    from transformers import DPTImageProcessor
+
+    return DPTImageProcessor(
+        do_resize=True,
+        size={"height": 518, "width": 518},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        resample=3,
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+
+
+def _processor(name: str, auto_processor):
+    """The model folder's own image processor, or Depth-Anything-V2's when a local folder has none."""
+    if os.path.isdir(name) and not os.path.exists(os.path.join(name, "preprocessor_config.json")):
+        return depth_anything_processor()
+    return auto_processor.from_pretrained(name)
+
+
 def minmax(depth: np.ndarray) -> np.ndarray:
     """Min-max normalise to [0, 1] (float32); a constant map becomes zeros."""
     depth = depth.astype(np.float32)
@@ -61,8 +86,8 @@ class DepthEstimator:
         self.dtype = PRECISIONS[precision]
         self.input_size = input_size
         try:
-            self.processor = AutoImageProcessor.from_pretrained(self.name)
             self.model = AutoModelForDepthEstimation.from_pretrained(self.name)
+            self.processor = _processor(self.name, AutoImageProcessor)
         except (OSError, ValueError) as e:
             hint = "" if os.path.isdir(self.name) else " (no network or not in the Hugging Face cache?)"
             raise RuntimeError(

@@ -37,6 +37,17 @@ def test_estimator_sees_rgb_once(tiny_depth_model):
     assert pixels[0, 0].mean() > pixels[0, 2].mean()  # red stays in channel 0
 
 
+def test_folder_without_processor_gets_depth_anythings(tiny_depth_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model_only"
+    shutil.copytree(tiny_depth_model, folder)
+    (folder / "preprocessor_config.json").unlink()
+    estimator = DepthEstimator(str(folder))
+    image = np.random.default_rng(0).integers(0, 255, (70, 110, 3), dtype=np.uint8)
+    np.testing.assert_allclose(estimator.estimate(image), DepthEstimator(tiny_depth_model).estimate(image), atol=1e-6)
+
+
 def test_missing_model_is_explained(tmp_path):
     with pytest.raises(RuntimeError, match="cannot load the depth model"):
         DepthEstimator(str(tmp_path / "nowhere"))
