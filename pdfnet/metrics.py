@@ -182,26 +182,54 @@ def adaptive_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     return fm, em
 
 
-def s_measure(pred: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
-    """Structure measure (Fan et al. 2017): object and region similarity."""
-    y = gt.mean()
-    if y == 0:
-        return float(1 - pred.mean())
-    if y == 1:
-        return float(pred.mean())
-    object_score = _s_object(pred, gt) * y + _s_object(1 - pred, ~gt) * (1 - y)
-    return float(max(0.0, alpha * object_score + (1 - alpha) * _region(pred, gt)))
+def level_values(pred_u8: np.ndarray) -> np.ndarray:
+    """(256,) the normalised prediction value of each 8-bit level, computed as :func:`prepare` computes it per
+    pixel, so that sums over level histograms equal sums over pixels."""
+    levels = np.arange(256) / 255.0
+    lo, hi = pred_u8.min() / 255.0, pred_u8.max() / 255.0
+    return (levels - lo) / (hi - lo) if hi != lo else levels
 
 
-def _s_object(x: np.ndarray, where: np.ndarray) -> float:
-    """Object similarity of the values of ``x`` under ``where`` (reduced in place, without copying them out)."""
-    n = int(np.count_nonzero(where))
-    mean = x.sum(where=where) / n
-    std = np.sqrt(np.square(x - mean).sum(where=where) / (n - 1)) if n > 1 else 0.0
+def level_histograms(pred_u8: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts per 8-bit level outside (first) and inside (second) the mask."""
+    hist = np.bincount(pred_u8.ravel().astype(np.int64) + 256 * gt.ravel(), minlength=512)
+    return hist[:256], hist[256:]
+
+
+def mean_absolute_error(pred_u8: np.ndarray, gt: np.ndarray) -> float:
+    """mean |prediction - mask| of the normalised prediction, from its level histograms."""
+    values = level_values(pred_u8)
+    bg_hist, fg_hist = level_histograms(pred_u8, gt)
+    return float((np.dot(bg_hist, values) + np.dot(fg_hist, 1 - values)) / gt.size)
+
+
+def s_measure(pred_u8: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
+    """Structure measure (Fan et al. 2017): object and region similarity.
+
+    pysodmetrics' formulas, evaluated on histograms of the 256 prediction levels instead of pixel arrays
+    (the prediction takes only those values).
+    """
+    values = level_values(pred_u8)
+    bg_hist, fg_hist = level_histograms(pred_u8, gt)
+    size, n_fg = gt.size, int(fg_hist.sum())
+    y = n_fg / size
+    if n_fg == 0:
+        return float(1 - np.dot(bg_hist, values) / size)
+    if n_fg == size:
+        return float(np.dot(fg_hist, values) / size)
+    object_score = _s_object(fg_hist, values) * y + _s_object(bg_hist, 1 - values) * (1 - y)
+    return float(max(0.0, alpha * object_score + (1 - alpha) * _region(pred_u8, gt, values)))
+
+
+def _s_object(counts: np.ndarray, values: np.ndarray) -> float:
+    """Object similarity of the pixels counted in ``counts`` (per level) taking ``values``."""
+    n = counts.sum()
+    mean = np.dot(counts, values) / n
+    std = np.sqrt(np.dot(counts, (values - mean) ** 2) / (n - 1)) if n > 1 else 0.0
     return 2 * mean / (mean**2 + 1 + std + EPS)
 
 
-def _region(pred: np.ndarray, gt: np.ndarray) -> float:
+def _region(pred_u8: np.ndarray, gt: np.ndarray, values: np.ndarray) -> float:
     h, w = gt.shape
     area = h * w
     count = np.count_nonzero(gt)
@@ -213,23 +241,24 @@ def _region(pred: np.ndarray, gt: np.ndarray) -> float:
     w_rt = cy * (w - cx) / area
     w_lb = (h - cy) * cx / area
     w_rb = 1 - w_lt - w_rt - w_lb
-    return (
-        _ssim(pred[:cy, :cx], gt[:cy, :cx]) * w_lt
-        + _ssim(pred[:cy, cx:], gt[:cy, cx:]) * w_rt
-        + _ssim(pred[cy:, :cx], gt[cy:, :cx]) * w_lb
-        + _ssim(pred[cy:, cx:], gt[cy:, cx:]) * w_rb
-    )
+    quadrants = ((slice(0, cy), slice(0, cx)), (slice(0, cy), slice(cx, w)))
+    quadrants += ((slice(cy, h), slice(0, cx)), (slice(cy, h), slice(cx, w)))
+    scores = [_ssim(*level_histograms(pred_u8[q], gt[q]), values) for q in quadrants]
+    return scores[0] * w_lt + scores[1] * w_rt + scores[2] * w_lb + scores[3] * w_rb
 
 
-def _ssim(pred: np.ndarray, gt: np.ndarray) -> float:
-    n = pred.size
+def _ssim(bg_hist: np.ndarray, fg_hist: np.ndarray, values: np.ndarray) -> float:
+    """pysodmetrics' region SSIM of one quadrant, from its level histograms outside and inside the mask."""
+    n1 = fg_hist.sum()
+    n = bg_hist.sum() + n1
     if n == 0:  # an empty quadrant (centroid on the last row or column) weighs 0; pysodmetrics gives NaN here
         return 0.0
-    x, y = pred.mean(), gt.mean()
-    dp, dg = pred - x, gt - y
-    sigma_x = np.sum(dp**2) / (n - 1 + EPS)
-    sigma_y = np.sum(dg**2) / (n - 1 + EPS)
-    sigma_xy = np.sum(dp * dg) / (n - 1 + EPS)
+    x = np.dot(bg_hist + fg_hist, values) / n
+    y = n1 / n
+    dev = values - x
+    sigma_x = np.dot(bg_hist + fg_hist, dev**2) / (n - 1 + EPS)
+    sigma_y = (n1 * (1 - y) ** 2 + (n - n1) * y**2) / (n - 1 + EPS)
+    sigma_xy = (np.dot(fg_hist, dev) * (1 - y) - np.dot(bg_hist, dev) * y) / (n - 1 + EPS)
     a = 4 * x * y * sigma_xy
     b = (x**2 + y**2) * (sigma_x + sigma_y)
     if a != 0:
@@ -355,8 +384,8 @@ def score_image(pred_u8: np.ndarray, gt_u8: np.ndarray, mask_data: MaskData, nam
         adp_fm=float(adp_fm),
         adp_em=float(adp_em),
         wfm=weighted_f(pred, gt, mask_data.band_codes),
-        mae=float(np.mean(np.abs(pred - gt))),
-        sm=s_measure(pred, gt),
+        mae=mean_absolute_error(pred_u8, gt),
+        sm=s_measure(pred_u8, gt),
         hce=float(hce(pred_u8 > 128, gt, mask_data.skeleton)),
         name=name,
     )
