@@ -69,6 +69,13 @@ def _score_pair(args: tuple[Pair, str | None]) -> tuple[ImageScores | None, str 
     return score_image(pred, gt, mask_data, name=pair.name), None, resized
 
 
+def _init_worker() -> None:
+    # the metrics allocate many image-sized arrays: keep freed memory rather than fault it in anew; and one
+    # OpenCV thread per worker, as the workers already use every core
+    keep_freed_memory()
+    cv2.setNumThreads(1)
+
+
 def evaluate_predictions(
     pred_dir: str | os.PathLike,
     gt_dir: str | os.PathLike,
@@ -108,8 +115,7 @@ def evaluate_predictions(
         results = map(_score_pair, jobs)
         pool = None
     else:
-        # the metrics allocate many image-sized arrays: workers keep freed memory rather than fault it in anew
-        pool = mp.get_context("spawn").Pool(workers, initializer=keep_freed_memory)
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
         results = pool.imap(_score_pair, jobs, chunksize=1)
     scores, errors, resized = [], [], 0
     try:
