@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -415,8 +415,6 @@ def _train(cfg: Config, rt: Runtime, resume: str | None) -> list[dict]:
 
 
 def _replace_epochs(stored: Config, requested: Config) -> Config:
-    from dataclasses import replace
-
     return replace(stored, train=replace(stored.train, epochs=requested.train.epochs), output_dir=requested.output_dir)
 
 

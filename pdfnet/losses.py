@@ -69,7 +69,7 @@ def ssim_loss(prob: torch.Tensor, target: torch.Tensor, window_size: int = 11) -
     return 1 - (1 + ssim.mean()) / 2
 
 
-def _sobel(depth: torch.Tensor) -> torch.Tensor:
+def _sobel(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """|d/dx| + |d/dy| of (B, 1, H, W) by 3x3 Sobel kernels with zero padding."""
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=depth.device, dtype=depth.dtype)
     gx = F.conv2d(depth, kx[None, None], padding=1).abs()
