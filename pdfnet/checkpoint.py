@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from .config import ModelConfig
+from .config import ModelConfig, config_from_dict
 from .model import PDFNet, build_pdfnet
 
 # Keys of the authors' state dict that hold no weights of ours: index buffers the Swin attention recomputes
@@ -193,13 +193,10 @@ def is_official_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
 
 
 def model_config_from_checkpoint(checkpoint: Mapping) -> ModelConfig:
-    """The model config stored in one of our checkpoints (``checkpoint["config"]["model"]``), or the default."""
-    stored = checkpoint.get("config", {}) if isinstance(checkpoint, Mapping) else {}
-    model_cfg = stored.get("model") if isinstance(stored, Mapping) else None
-    if not isinstance(model_cfg, Mapping):
-        return ModelConfig()
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items()}
-    return ModelConfig(**fields)
+    """The model config stored in one of our checkpoints (read and checked like a config file), or the
+    default when there is none."""
+    stored = checkpoint.get("config")
+    return config_from_dict(dict(stored)).model if isinstance(stored, Mapping) else ModelConfig()
 
 
 def load_pdfnet(

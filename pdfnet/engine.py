@@ -31,8 +31,10 @@ from .checkpoint import is_official_layout, official_key, unwrap_state_dict
 from .config import Config, config_from_dict, save_config, to_dict
 from .data import DIS5KDataset, EpochSampler, collate, derive_seed
 from .depth import PRECISIONS
+from .io import atomic_path
 from .losses import pdfnet_loss, ssim_loss, structure_loss
 from .model import PDFNet, build_pdfnet
+from .predictor import IMAGENET_MEAN, IMAGENET_STD
 from .validation import ValidationMeter
 
 
@@ -257,8 +259,8 @@ def validate(model: nn.Module, loader: DataLoader, cfg: Config, rt: Runtime) -> 
 
 
 def denormalize(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
     return (image * std + mean).clamp(0, 1)
 
 
@@ -266,10 +268,9 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves half a checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through a temporary file: a crash never leaves half a checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def git_revision() -> str | None:

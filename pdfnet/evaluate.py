@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .io import IMAGE_SUFFIXES, ImageReadError, read_gray
+from .io import IMAGE_SUFFIXES, ImageReadError, atomic_path, read_gray, write_text_atomic
 from .memory import keep_freed_memory
 from .metrics import ImageScores, MaskCache, score_image, summarize
 
@@ -141,8 +141,6 @@ def evaluate_predictions(
 
 def write_results(summary: dict, scores: list[ImageScores], out: str | os.PathLike, plot: bool = True) -> None:
     """``out`` (JSON of the summary), the per-image CSV beside it and, with ``plot``, the curves as PNG."""
-    from .io import write_text_atomic
-
     out = Path(out)
     write_text_atomic(out, json.dumps({k: summary[k] for k in METRIC_KEYS}, indent=2) + "\n")
     rows = [
@@ -200,7 +198,6 @@ def plot_curves(scores: list[ImageScores], path: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

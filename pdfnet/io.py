@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -70,21 +71,27 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
     return np.array(image)
 
 
-def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a PNG (or any PIL format, by suffix) to a temporary file beside ``path``, then rename it into
-    place, so that an interrupted run never leaves a truncated file. 16-bit (H, W) arrays are written as
-    16-bit PNG."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) to write to; renamed into place when the block ends
+    without error, removed otherwise, so that an interrupted run never leaves a truncated file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        Image.fromarray(array).save(tmp)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a PNG (or any PIL format, by suffix) atomically; 16-bit (H, W) arrays become 16-bit PNG."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -115,15 +122,6 @@ def expand_inputs(inputs: Iterable[str]) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .io import atomic_path
+
 EPS = np.spacing(1)  # MATLAB's eps, as pysodmetrics
 BETA2 = 0.3
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)  # skimage.morphology.disk(1), the DIS kernel
@@ -90,11 +92,10 @@ class MaskCache:
             except (OSError, ValueError, KeyError):  # a damaged entry is recomputed
                 pass
         data = compute_mask_data(gt)
-        tmp = path.with_name(f".{key}.{os.getpid()}.npz")
-        np.savez_compressed(
-            tmp, shape=np.array(gt.shape), skeleton=np.packbits(data.skeleton), band_codes=data.band_codes
-        )
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez_compressed(
+                tmp, shape=np.array(gt.shape), skeleton=np.packbits(data.skeleton), band_codes=data.band_codes
+            )
         return data
 
 
@@ -131,9 +132,7 @@ def prepare(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def curves(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, ...]:
     """Precision, recall, F and E curves from one joint histogram of (level, mask)."""
-    levels = (pred * 255).astype(np.uint8)
-    hist = np.bincount(levels.ravel().astype(np.int64) + 256 * gt.ravel(), minlength=512)
-    bg_hist, fg_hist = hist[:256], hist[256:]
+    bg_hist, fg_hist = level_histograms((pred * 255).astype(np.uint8), gt)
     tp = np.cumsum(fg_hist[::-1])  # predicted foreground at thresholds 255 .. 0, inside the mask
     fp = np.cumsum(bg_hist[::-1])
     positives = tp + fp
