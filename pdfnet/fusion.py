@@ -122,8 +122,8 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
 
 
 def to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """(B, H * W, C) -> (B, C, H, W)."""
-    return x.transpose(1, 2).reshape(x.shape[0], -1, H, W)
+    """(B, H * W, C) -> (B, C, H, W), a channels-last view of contiguous tokens."""
+    return x.reshape(x.shape[0], H, W, -1).permute(0, 3, 1, 2)
 
 
 class FSE(nn.Module):

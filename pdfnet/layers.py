@@ -51,11 +51,26 @@ class RMSNorm(nn.Module):
         weight = self.weight if self.channels_last else self.weight[:, None, None]
         return weight * normed
 
+    def forward_(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation written into ``x`` (float32 only, and only where nothing needs ``x`` again,
+        e.g. a convolution's fresh output at inference). Three passes over memory and no image-sized
+        temporaries, against about eight for :meth:`forward`: most of a 1024-pixel decoder layer's time on a
+        CPU went to those (float rounding differs by about 1e-7)."""
+        if x.dtype != torch.float32:
+            raise TypeError(f"in-place RMSNorm needs float32, got {x.dtype}")
+        # the channels last: a contiguous view when x is stored channels-last, a strided one otherwise
+        xl = x if self.channels_last else x.movedim(1, -1)
+        inv = torch.linalg.vector_norm(xl, dim=-1, keepdim=True)  # sqrt(sum x^2), no squared copy of x
+        inv = inv.square_().div_(xl.shape[-1]).add_(self.eps).rsqrt_()
+        xl.mul_(inv).mul_(self.weight)
+        return x
+
 
 class ConvNormAct(nn.Sequential):
     """3x3 convolution, channel RMSNorm, SiLU: the unit the whole decoder is built from.
 
-    (B, in_dim, H, W) -> (B, out_dim, H, W).
+    (B, in_dim, H, W) -> (B, out_dim, H, W), in the memory format of the input (channels-last in, channels-last
+    out).
     """
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
@@ -63,6 +78,13 @@ class ConvNormAct(nn.Sequential):
         self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=3, padding=1)
         self.norm = RMSNorm(out_dim)
         self.act = nn.SiLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad):
+            # nothing keeps the convolution's output: normalise it where it lies
+            return self.act(self.norm.forward_(x))
+        return self.act(self.norm(x))
 
 
 class SwiGLU(nn.Module):

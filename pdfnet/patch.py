@@ -13,11 +13,14 @@ def split_patches(x: torch.Tensor, grid: int) -> torch.Tensor:
 
     Returns:
         (grid * grid * B, C, H / grid, W / grid), ordered by patch row, then patch column, then image, as
-        the original's loop stacks them.
+        the original's loop stacks them; channels-last in, channels-last out.
     """
     B, C, H, W = x.shape
     if H % grid or W % grid:
         raise ValueError(f"cannot split a {H}x{W} map into a {grid}x{grid} grid of equal patches")
+    if _channels_last(x):  # keep the layout: rearrange the (B, H, W, C) view
+        x = x.permute(0, 2, 3, 1).reshape(B, grid, H // grid, grid, W // grid, C)
+        return x.permute(1, 3, 0, 2, 4, 5).reshape(grid * grid * B, H // grid, W // grid, C).permute(0, 3, 1, 2)
     x = x.view(B, C, grid, H // grid, grid, W // grid)
     return x.permute(2, 4, 0, 1, 3, 5).reshape(grid * grid * B, C, H // grid, W // grid)
 
@@ -33,6 +36,9 @@ def merge_patches(x: torch.Tensor, grid: int) -> torch.Tensor:
     """
     N, C, h, w = x.shape
     B = N // (grid * grid)
+    if _channels_last(x):
+        x = x.permute(0, 2, 3, 1).reshape(grid, grid, B, h, w, C)
+        return x.permute(2, 0, 3, 1, 4, 5).reshape(B, grid * h, grid * w, C).permute(0, 3, 1, 2)
     x = x.view(grid, grid, B, C, h, w)
     return x.permute(2, 3, 0, 4, 1, 5).reshape(B, C, grid * h, grid * w)
 
@@ -50,3 +56,8 @@ def expand_cells(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     B, C, g, _ = cells.shape
     H, W = size
     return cells[:, :, :, None, :, None].expand(B, C, g, H // g, g, W // g).reshape(B, C, H, W)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """Stored channels-last (and not also plainly contiguous, as single-channel maps are)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

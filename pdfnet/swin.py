@@ -10,6 +10,7 @@ without renaming.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +23,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     B, H, W, C = x.shape
     x = x.view(B, H // window, window, W // window, window, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(B, (H // window) * (W // window), window * window, C)
-
-
-def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.Tensor:
-    """(B, nW, window * window, C) -> (B, H, W, C); the inverse of :func:`window_partition`."""
-    B, _, _, C = windows.shape
-    x = windows.view(B, H // window, W // window, window, window, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -53,8 +47,86 @@ def shifted_window_mask(Hp: int, Wp: int, window: int, shift: int, device: torch
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where the tokens of B maps of H x W go when each map is padded to whole windows, cyclically shifted and
+    cut into windows (the original's pad, roll and partition), as one gather, and the way back as another.
+
+    The windowed tokens form a (nW * B * N, C) matrix ordered window, then map, then position in the window,
+    with the windows grouped by their shifted-window mask: each group is one attention call whose mask
+    broadcasts over its rows, where a single call would need the mask copied for every map.
+
+    Attributes:
+        gather: (nW * B * N,) row of the flat (B * H * W, C) token matrix each windowed token comes from
+            (0 for padding, see ``pad``).
+        pad: (P,) rows of the windowed matrix that are padding; None without padding.
+        scatter: (B * H * W,) row of the windowed matrix holding each real token.
+        groups: (first, end) rows of the windowed matrix, divided by N, per group.
+        masks: one additive (N, N) mask per group, or None where the group needs none.
+    """
+
+    gather: torch.Tensor
+    pad: torch.Tensor | None
+    scatter: torch.Tensor
+    groups: tuple[tuple[int, int], ...]
+    masks: tuple[torch.Tensor | None, ...]
+
+
+def window_layout(B: int, H: int, W: int, window: int, shift: int, device: torch.device) -> WindowLayout:
+    """The :class:`WindowLayout` of B maps of H x W; ``shift`` 0 for plain windows.
+
+    Only index arithmetic on shapes (no data-dependent operations), so it traces under ``torch.compile``.
+    """
+    Hp, Wp = -(-H // window) * window, -(-W // window) * window
+    nh, nw = Hp // window, Wp // window
+    N = window * window
+    if shift:
+        # With the cyclic shift only windows in the last row or column straddle regions; windows off those
+        # need no mask, the last column's and the last row's share one mask each, the corner has its own.
+        kind = [(i == nh - 1, j == nw - 1) for i in range(nh) for j in range(nw)]
+        order = sorted(range(nh * nw), key=lambda w: kind[w])
+        full = shifted_window_mask(Hp, Wp, window, shift, device)
+        groups, masks, first = [], [], 0
+        for end in range(1, len(order) + 1):
+            if end == len(order) or kind[order[end]] != kind[order[first]]:
+                groups.append((first * B, end * B))
+                masks.append(full[order[first]] if any(kind[order[first]]) else None)
+                first = end
+    else:
+        order = list(range(nh * nw))
+        groups, masks = [(0, nh * nw * B)], [None]
+
+    idx = dict(device=device, dtype=torch.long)
+    order_t = torch.tensor(order, **idx)
+    rank = torch.empty_like(order_t)
+    rank[order_t] = torch.arange(len(order), **idx)
+    # windowed side: ordered window o, position n -> the shifted padded map's (h, w) -> the original's (h, w)
+    win = order_t[:, None]
+    n = torch.arange(N, **idx)[None, :]
+    h = ((win // nw) * window + n // window + shift) % Hp
+    w = ((win % nw) * window + n % window + shift) % Wp  # (nW, N)
+    real = (h < H) & (w < W)
+    offsets = torch.arange(B, **idx)[None, :, None] * (H * W)
+    gather = torch.where(real[:, None, :], torch.where(real, h * W + w, 0)[:, None, :] + offsets, 0).reshape(-1)
+    pad = None
+    if H != Hp or W != Wp:
+        # (window, position) of every padding token: a stable sort puts the False ones of `real` first
+        at = torch.argsort(real.view(-1).to(torch.uint8), stable=True)[: (Hp * Wp - H * W)]
+        pad = ((at[:, None] // N * B + torch.arange(B, **idx)) * N + at[:, None] % N).reshape(-1)
+    # map side: real token (b, h, w) -> its shifted position -> window and position in it
+    hs = (torch.arange(H, **idx)[:, None] - shift) % Hp
+    ws = (torch.arange(W, **idx)[None, :] - shift) % Wp
+    o = rank[(hs // window) * nw + ws // window]  # (H, W)
+    pos = (hs % window) * window + ws % window
+    scatter = (o[None] * B + torch.arange(B, **idx)[:, None, None]) * N + pos[None]  # (B, H, W)
+    return WindowLayout(gather, pad, scatter.reshape(-1), tuple(groups), tuple(masks))
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative position bias.
+
+    Holds the token projections ``qkv`` and ``proj`` (Microsoft's names) but applies neither: the block runs
+    them on real tokens only, and :meth:`forward` is the attention between them.
 
     Args:
         dim: channels.
@@ -81,21 +153,22 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(N, N, -1)
         return bias.permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, nW, N, C); mask: (nW, N, N) additive, or None. Returns (B, nW, N, C)."""
-        B, nW, N, C = x.shape
-        qkv = self.qkv(x).view(B * nW, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B * nW, heads, N, head_dim)
+    def forward(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """qkv: (nW * B, N, 3C) projected tokens in ``layout``'s window order -> (nW * B, N, C), the attention
+        output before the output projection."""
+        Bw, N, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = qkv.view(Bw, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias().to(q.dtype)  # (heads, N, N)
-        if mask is None:
-            bias = bias.expand(B * nW, -1, -1, -1)  # a broadcast view, no copy
-        else:
-            bias = (bias[None, None] + mask[None, :, None].to(q.dtype)).expand(B, -1, -1, -1, -1)
-            bias = bias.reshape(B * nW, self.num_heads, N, N)
         drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
-        out = out.transpose(1, 2).reshape(B, nW, N, C)
-        return self.proj(out)
+        outs = []
+        for (first, end), mask in zip(layout.groups, layout.masks):
+            group_bias = (bias if mask is None else bias + mask.to(q.dtype))[None]  # broadcast over the group
+            rows = slice(first, end)
+            out = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=group_bias, dropout_p=drop)
+            outs.append(out.transpose(1, 2))  # (rows, N, heads, head_dim)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out.reshape(Bw, N, C)
 
 
 class SwinBlock(nn.Module):
@@ -113,22 +186,22 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H, W, C); mask: the stage's shifted-window mask. Returns (B, H, W, C)."""
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """x: (B, H, W, C); layout: :func:`window_layout` of x for this block's shift. Returns (B, H, W, C)."""
         B, H, W, C = x.shape
-        shortcut = x
-        x = self.norm1(x)
-        # Pad after the norm, as the original: padded tokens are zeros that still take part in attention.
-        pad_b, pad_r = (-H) % self.window, (-W) % self.window
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = H + pad_b, W + pad_r
-        if self.shift:
-            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        x = self.attn(window_partition(x, self.window), mask if self.shift else None)
-        x = window_reverse(x, self.window, Hp, Wp)
-        if self.shift:
-            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = shortcut + self.drop_path(x[:, :H, :W])
+        qkv = self.attn.qkv(self.norm1(x)).view(B * H * W, 3 * C)
+        # The original pads the normed map with zeros up to whole windows, rolls it, partitions it, and projects
+        # every token. A zero token projects to the bias alone, so only the real tokens go through the linear
+        # layer and the padding takes qkv(0): the same numbers at a fraction of the cost on maps much smaller
+        # than a window (the 128-pixel patches' 4x4 and 8x8 stage maps pad to 12x12). Pad, roll and partition
+        # are one gather.
+        windows = qkv.index_select(0, layout.gather)
+        if layout.pad is not None:
+            windows[layout.pad] = self.attn.qkv(qkv.new_zeros(C))
+        out = self.attn(windows.view(-1, self.window**2, 3 * C), layout)
+        # back to the map, real tokens only; the output projection is per token, so it follows the gather
+        out = out.view(-1, C).index_select(0, layout.scatter).view(B, H, W, C)
+        x = x + self.drop_path(self.attn.proj(out))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -165,11 +238,10 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> the stage output (B, H, W, C), before any downsampling."""
-        H, W = x.shape[1:3]
-        Hp, Wp = -(-H // self.window) * self.window, -(-W // self.window) * self.window
-        mask = shifted_window_mask(Hp, Wp, self.window, self.shift, x.device)
+        B, H, W = x.shape[:3]
+        layouts = {shift: window_layout(B, H, W, self.window, shift, x.device) for shift in (0, self.shift)}
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, layouts[block.shift])
         return x
 
 
@@ -185,7 +257,8 @@ class SwinEncoder(nn.Module):
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
         pos_embed_grid: side of the learned absolute position embedding (224 / 4 = 56).
 
-    Input (B, in_chans, H, W); output four maps (B, embed_dim * 2**i, ceil(H / 2**(i+2)), ...), strides 4..32.
+    Input (B, in_chans, H, W); output four maps (B, embed_dim * 2**i, ceil(H / 2**(i+2)), ...), strides 4..32,
+    stored channels-last (``.contiguous()`` them for the default layout).
     """
 
     def __init__(
@@ -227,7 +300,8 @@ class SwinEncoder(nn.Module):
         features = []
         for i, stage in enumerate(self.layers):
             out = stage(x)
-            features.append(getattr(self, f"norm{i}")(out).permute(0, 3, 1, 2).contiguous())
+            # (B, C, h, w) views of channels-last memory: callers choose the layout they want
+            features.append(getattr(self, f"norm{i}")(out).permute(0, 3, 1, 2))
             if stage.downsample is not None:
                 x = stage.downsample(out)
         return features
