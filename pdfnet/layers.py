@@ -29,6 +29,11 @@ def resize_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return resize(x, ref.shape[-2:])
 
 
+def stored_channels_last(x: torch.Tensor) -> bool:
+    """Whether x is stored channels-last (and not also plainly contiguous, as single-channel maps are)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale and no bias (eps 1e-6, statistics in float32).
 

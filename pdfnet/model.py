@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .fusion import FSE, check_variant
-from .layers import ConvNormAct, resize, resize_like
+from .layers import ConvNormAct, resize, resize_like, stored_channels_last
 from .patch import merge_patches, split_patches
 from .swin import SwinEncoder
 
@@ -203,7 +203,7 @@ class PDFNet(nn.Module):
     def encode(self, x: torch.Tensor) -> Pyramid:
         """(N, 3, h, w) -> four projected levels (N, dim, h/4 .. h/32) and the global level (N, dim, h/32), in
         the memory format of ``x``."""
-        fmt = _memory_format(x)
+        fmt = torch.channels_last if stored_channels_last(x) else torch.contiguous_format
         levels = [proj(f.contiguous(memory_format=fmt)) for proj, f in zip(self.stage_proj, self.encoder(x))]
         coarsest = levels[3]
         # bilinear downsampling with aligned corners, as the original (no anti-aliasing)
@@ -248,10 +248,6 @@ class PDFNet(nn.Module):
         H, W = image.shape[-2:]
         if H % self.min_size or W % self.min_size:
             raise ValueError(f"image sides must be multiples of {self.min_size}, got {H}x{W}")
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 def normalize_depth(depth: torch.Tensor) -> torch.Tensor:

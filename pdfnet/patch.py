@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .layers import stored_channels_last
+
 
 def split_patches(x: torch.Tensor, grid: int) -> torch.Tensor:
     """Cut every image into a ``grid`` x ``grid`` mosaic of equal, non-overlapping patches.
@@ -18,7 +20,7 @@ def split_patches(x: torch.Tensor, grid: int) -> torch.Tensor:
     B, C, H, W = x.shape
     if H % grid or W % grid:
         raise ValueError(f"cannot split a {H}x{W} map into a {grid}x{grid} grid of equal patches")
-    if _channels_last(x):  # keep the layout: rearrange the (B, H, W, C) view
+    if stored_channels_last(x):  # keep the layout: rearrange the (B, H, W, C) view
         x = x.permute(0, 2, 3, 1).reshape(B, grid, H // grid, grid, W // grid, C)
         return x.permute(1, 3, 0, 2, 4, 5).reshape(grid * grid * B, H // grid, W // grid, C).permute(0, 3, 1, 2)
     x = x.view(B, C, grid, H // grid, grid, W // grid)
@@ -36,7 +38,7 @@ def merge_patches(x: torch.Tensor, grid: int) -> torch.Tensor:
     """
     N, C, h, w = x.shape
     B = N // (grid * grid)
-    if _channels_last(x):
+    if stored_channels_last(x):
         x = x.permute(0, 2, 3, 1).reshape(grid, grid, B, h, w, C)
         return x.permute(2, 0, 3, 1, 4, 5).reshape(B, grid * h, grid * w, C).permute(0, 3, 1, 2)
     x = x.view(grid, grid, B, C, h, w)
@@ -56,8 +58,3 @@ def expand_cells(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     B, C, g, _ = cells.shape
     H, W = size
     return cells[:, :, :, None, :, None].expand(B, C, g, H // g, g, W // g).reshape(B, C, H, W)
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    """Stored channels-last (and not also plainly contiguous, as single-channel maps are)."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

@@ -107,7 +107,7 @@ def window_layout(B: int, H: int, W: int, window: int, shift: int, device: torch
     w = ((win % nw) * window + n % window + shift) % Wp  # (nW, N)
     real = (h < H) & (w < W)
     offsets = torch.arange(B, **idx)[None, :, None] * (H * W)
-    gather = torch.where(real[:, None, :], torch.where(real, h * W + w, 0)[:, None, :] + offsets, 0).reshape(-1)
+    gather = torch.where(real[:, None, :], (h * W + w)[:, None, :] + offsets, 0).reshape(-1)
     pad = None
     if H != Hp or W != Wp:
         # (window, position) of every padding token: a stable sort puts the False ones of `real` first

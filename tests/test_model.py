@@ -61,6 +61,19 @@ def test_batch_members_are_independent(tiny_config):
     torch.testing.assert_close(both[:1], first, atol=1e-5, rtol=1e-5)
 
 
+def test_memory_layouts_agree(tiny_config):
+    # the CPU runs channels-last by default; other devices use the standard layout
+    model = build_pdfnet(tiny_config).eval()
+    image, depth = torch.randn(1, 3, 256, 256), torch.rand(1, 1, 256, 256)
+    outputs = []
+    for channels_last in (True, False):
+        model.channels_last = channels_last
+        with torch.no_grad():
+            outputs.append(model(image, depth))
+    for a, b in zip(outputs[0].logits + outputs[0].depth_logits, outputs[1].logits + outputs[1].depth_logits):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "image_shape, depth_shape, message",
     [
@@ -82,6 +95,12 @@ def test_split_merge_round_trip():
     # patch (row 1, col 2) of image 1 sits at index (1 * 8 + 2) * B + 1, as the original stacks them
     torch.testing.assert_close(patches[(1 * 8 + 2) * 2 + 1], x[1, :, 2:4, 6:9])
     torch.testing.assert_close(merge_patches(patches, 8), x)
+    # channels-last in, channels-last out, same values
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    patches_cl = split_patches(x_cl, 8)
+    assert patches_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(patches_cl, patches)
+    torch.testing.assert_close(merge_patches(patches_cl, 8), x)
 
 
 def test_patch_means_and_cells():
