@@ -122,6 +122,52 @@ def window_layout(B: int, H: int, W: int, window: int, shift: int, device: torch
     return WindowLayout(gather, pad, scatter.reshape(-1), tuple(groups), tuple(masks))
 
 
+@dataclass(frozen=True)
+class SingleWindow:
+    """The layout of maps no larger than one window (H, W <= window), where padding, shift and partition only
+    place the H * W real tokens somewhere in a single window: the 128-pixel patches' last two stages (8x8 and
+    4x4 tokens in a 12x12 window).
+
+    Attention there runs on the tokens in map order with no gather. Only real tokens are queries (the
+    original discards the padding's outputs), and the padding keys, all the same projected zero token, are one
+    key whose bias per query is the log-sum-exp of their position biases and mask: the same softmax.
+
+    Attributes:
+        real: (H * W,) window position of each real token, in map order.
+        pad: (N - H * W,) window positions of the padding.
+        mask: the additive (N, N) shifted-window mask, or None.
+    """
+
+    real: torch.Tensor
+    pad: torch.Tensor
+    mask: torch.Tensor | None
+
+
+def single_window(H: int, W: int, window: int, shift: int, device: torch.device) -> SingleWindow:
+    """The :class:`SingleWindow` layout of H x W maps (H, W <= window); ``shift`` 0 for plain windows."""
+    if H > window or W > window:
+        raise ValueError(f"a {H}x{W} map does not fit one {window}x{window} window")
+    idx = dict(device=device, dtype=torch.long)
+    # the roll moves padded-map position (h, w) to ((h - shift) % window, (w - shift) % window)
+    h = (torch.arange(H, **idx)[:, None] - shift) % window
+    w = (torch.arange(W, **idx)[None, :] - shift) % window
+    real = (h * window + w).reshape(-1)
+    is_pad = torch.ones(window * window, device=device, dtype=torch.bool)
+    is_pad[real] = False
+    mask = shifted_window_mask(window, window, window, shift, device)[0] if shift else None
+    return SingleWindow(real, is_pad.nonzero().squeeze(1), mask)
+
+
+Layout = WindowLayout | SingleWindow
+
+
+def stage_layout(B: int, H: int, W: int, window: int, shift: int, device: torch.device) -> Layout:
+    """The cheapest exact layout of B maps of H x W: :class:`SingleWindow` where a map fits one window."""
+    if H <= window and W <= window:
+        return single_window(H, W, window, shift, device)
+    return window_layout(B, H, W, window, shift, device)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative position bias.
 
@@ -134,11 +180,10 @@ class WindowAttention(nn.Module):
         num_heads: attention heads.
     """
 
-    def __init__(self, dim: int, window: int, num_heads: int, attn_drop: float = 0.0) -> None:
+    def __init__(self, dim: int, window: int, num_heads: int) -> None:
         super().__init__()
         self.window = window
         self.num_heads = num_heads
-        self.attn_drop = attn_drop
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         # Recomputed from the window size, never learned: kept out of our state dicts (the authors' and
         # Microsoft's checkpoints carry it; their loaders skip it).
@@ -160,15 +205,35 @@ class WindowAttention(nn.Module):
         C = C3 // 3
         q, k, v = qkv.view(Bw, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias().to(q.dtype)  # (heads, N, N)
-        drop = self.attn_drop if self.training else 0.0
         outs = []
         for (first, end), mask in zip(layout.groups, layout.masks):
             group_bias = (bias if mask is None else bias + mask.to(q.dtype))[None]  # broadcast over the group
             rows = slice(first, end)
-            out = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=group_bias, dropout_p=drop)
+            out = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=group_bias)
             outs.append(out.transpose(1, 2))  # (rows, N, heads, head_dim)
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out.reshape(Bw, N, C)
+
+    def forward_single(self, qkv: torch.Tensor, layout: SingleWindow) -> torch.Tensor:
+        """qkv: (B, L, 3C) projected real tokens of maps that fit one window, in map order -> (B, L, C), the
+        attention output before the output projection."""
+        B, L, C3 = qkv.shape
+        C = C3 // 3
+        heads, head_dim = self.num_heads, C // self.num_heads
+        q, k, v = qkv.view(B, L, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, L, d)
+        bias = self.position_bias()
+        if layout.mask is not None:
+            bias = bias + layout.mask
+        bias = bias[:, layout.real]  # (heads, L, N): real queries
+        attn_bias = bias[:, :, layout.real]
+        if len(layout.pad):
+            # every padding key is qkv(0): one key carrying the summed softmax weight of all of them
+            pad_k, pad_v = self.qkv(qkv.new_zeros(C)).view(3, heads, 1, head_dim)[1:]
+            k = torch.cat([k, pad_k.expand(B, -1, -1, -1)], dim=2)
+            v = torch.cat([v, pad_v.expand(B, -1, -1, -1)], dim=2)
+            attn_bias = torch.cat([attn_bias, bias[:, :, layout.pad].float().logsumexp(-1, keepdim=True)], dim=-1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype)[None])
+        return out.transpose(1, 2).reshape(B, L, C)
 
 
 class SwinBlock(nn.Module):
@@ -186,23 +251,30 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
 
-    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        """x: (B, H, W, C); layout: :func:`window_layout` of x for this block's shift. Returns (B, H, W, C)."""
+    def forward(self, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+        """x: (B, H, W, C); layout: :func:`stage_layout` of x for this block's shift. Returns (B, H, W, C)."""
         B, H, W, C = x.shape
-        qkv = self.attn.qkv(self.norm1(x)).view(B * H * W, 3 * C)
+        qkv = self.attn.qkv(self.norm1(x))
+        if isinstance(layout, SingleWindow):
+            out = self.attn.forward_single(qkv.view(B, H * W, 3 * C), layout)
+        else:
+            out = self._windowed_attention(qkv.view(B * H * W, 3 * C), layout)
+        x = x + self.drop_path(self.attn.proj(out.view(B, H, W, C)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def _windowed_attention(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """(B * H * W, 3C) projected real tokens -> (B * H * W, C) attention outputs, in map order."""
+        C = qkv.shape[1] // 3
         # The original pads the normed map with zeros up to whole windows, rolls it, partitions it, and projects
         # every token. A zero token projects to the bias alone, so only the real tokens go through the linear
         # layer and the padding takes qkv(0): the same numbers at a fraction of the cost on maps much smaller
-        # than a window (the 128-pixel patches' 4x4 and 8x8 stage maps pad to 12x12). Pad, roll and partition
-        # are one gather.
+        # than a window. Pad, roll and partition are one gather.
         windows = qkv.index_select(0, layout.gather)
         if layout.pad is not None:
             windows[layout.pad] = self.attn.qkv(qkv.new_zeros(C))
         out = self.attn(windows.view(-1, self.window**2, 3 * C), layout)
         # back to the map, real tokens only; the output projection is per token, so it follows the gather
-        out = out.view(-1, C).index_select(0, layout.scatter).view(B, H, W, C)
-        x = x + self.drop_path(self.attn.proj(out))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return out.view(-1, C).index_select(0, layout.scatter)
 
 
 class PatchMerging(nn.Module):
@@ -239,7 +311,7 @@ class SwinStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> the stage output (B, H, W, C), before any downsampling."""
         B, H, W = x.shape[:3]
-        layouts = {shift: window_layout(B, H, W, self.window, shift, x.device) for shift in (0, self.shift)}
+        layouts = {shift: stage_layout(B, H, W, self.window, shift, x.device) for shift in (0, self.shift)}
         for block in self.blocks:
             x = block(x, layouts[block.shift])
         return x

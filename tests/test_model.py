@@ -7,7 +7,8 @@ import torch
 
 from pdfnet import PDFNetOutput, build_pdfnet
 from pdfnet.fusion import boundary_kernel, boundary_maps, patch_weights
-from pdfnet.model import normalize_depth
+from pdfnet.layers import resize
+from pdfnet.model import PDFNetDecoder, normalize_depth
 from pdfnet.patch import expand_cells, merge_patches, patch_means, split_patches
 
 
@@ -72,6 +73,34 @@ def test_memory_layouts_agree(tiny_config):
             outputs.append(model(image, depth))
     for a, b in zip(outputs[0].logits + outputs[0].depth_logits, outputs[1].logits + outputs[1].depth_logits):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_folded_shallow_branch_matches_its_two_layers(channels_last):
+    # the decoder folds the 4x4 stride-4 embedding into the 3x3 refinement; biases made non-zero so the
+    # border correction of the embedding's bias is exercised
+    torch.manual_seed(0)
+    decoder = PDFNetDecoder(dim=16, grid=8, variant="release")
+    for layer in (decoder.shallow_embed, decoder.shallow_refine.conv):
+        torch.nn.init.normal_(layer.bias, std=0.5)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    image = torch.randn(2, 3, 12, 20).contiguous(memory_format=fmt)
+    depth = torch.rand(2, 3, 12, 20).contiguous(memory_format=fmt)
+    up = resize(torch.cat([image, depth], dim=1), (48, 80))
+    expected = decoder.shallow_refine(decoder.shallow_embed(up))
+    folded = decoder.shallow_branch(image, depth)
+    torch.testing.assert_close(folded, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the in-place inference path
+        torch.testing.assert_close(decoder.shallow_branch(image, depth), expected, atol=1e-5, rtol=1e-5)
+    assert decoder.shallow_branch(image, depth).is_contiguous(memory_format=fmt)
+    # and it trains the same parameters the same way
+    grads = []
+    for out in (folded, expected):
+        decoder.zero_grad()
+        out.square().mean().backward(retain_graph=True)
+        grads.append([decoder.shallow_embed.weight.grad.clone(), decoder.shallow_refine.conv.bias.grad.clone()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(
