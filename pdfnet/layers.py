@@ -29,9 +29,55 @@ def resize_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return resize(x, ref.shape[-2:])
 
 
+def _onednn_linear():
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return None
+
+
+_ONEDNN_LINEAR = _onednn_linear()
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)``, followed by the exact (erf) GELU when ``gelu``; (..., in) -> (..., out).
+
+    On the CPU in float32 without autograd this is one oneDNN call with the bias and the GELU fused (PyTorch's
+    own binding, the one its compiler emits): no separate pass to copy the bias in and none for the activation.
+    On Swin-B's token shapes that is 10-50% faster per layer (2 cores; results agree within float rounding).
+    Everywhere else, the plain layers.
+    """
+    if (
+        _ONEDNN_LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype == layer.weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))
+    ):
+        return _ONEDNN_LINEAR(x, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    y = layer(x)
+    return F.gelu(y) if gelu else y
+
+
 def stored_channels_last(x: torch.Tensor) -> bool:
     """Whether x is stored channels-last (and not also plainly contiguous, as single-channel maps are)."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def space_to_depth(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Stack each ``block`` x ``block`` neighbourhood into channels: (B, C, H, W) -> (B, block^2 C, H / block,
+    W / block), output channel ``(row * block + col) * C + c``; channels-last in, channels-last out.
+
+    The channel order differs from :func:`torch.nn.functional.pixel_unshuffle` (``c * block^2 + ...``): for a
+    channels-last input it moves runs of ``block * C`` contiguous values, several times faster on a CPU.
+    """
+    B, C, H, W = x.shape
+    h, w = H // block, W // block
+    if stored_channels_last(x):
+        x = x.permute(0, 2, 3, 1).reshape(B, h, block, w, block * C).transpose(2, 3)
+        return x.reshape(B, h, w, block * block * C).permute(0, 3, 1, 2)
+    x = x.reshape(B, C, h, block, w, block).permute(0, 3, 5, 1, 2, 4)
+    return x.reshape(B, block * block * C, h, w)
 
 
 class RMSNorm(nn.Module):

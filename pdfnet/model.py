@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .fusion import FSE, check_variant
-from .layers import ConvNormAct, resize, resize_like, stored_channels_last
+from .layers import ConvNormAct, resize, resize_like, space_to_depth, stored_channels_last
 from .patch import merge_patches, split_patches
 from .swin import SwinEncoder
 
@@ -112,9 +112,9 @@ class PDFNetDecoder(nn.Module):
         stack = torch.cat([image, depth], dim=1)
         fmt = torch.channels_last if stored_channels_last(image) else torch.contiguous_format
         up = resize(stack.contiguous(memory_format=fmt), (4 * H, 4 * W))
-        blocks = F.pixel_unshuffle(up, 4).contiguous(memory_format=fmt)  # channel c * 16 + row * 4 + col
+        blocks = space_to_depth(up, 4)  # (B, 96, H, W), channel (row * 4 + col) * 6 + c
         embed, conv = self.shallow_embed, self.shallow_refine.conv
-        w_embed = embed.weight.flatten(1)  # (dim, 96)
+        w_embed = embed.weight.permute(0, 2, 3, 1).flatten(1)  # (dim, 96) in the same order
         # (the convolution follows its weight's layout too: give both the input's)
         weight = torch.einsum("ocyx,cj->ojyx", conv.weight, w_embed).contiguous(memory_format=fmt)
         taps = torch.einsum("ocyx,c->oyx", conv.weight, embed.bias)  # each tap's share of the bias: (dim, 3, 3)

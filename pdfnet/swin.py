@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
+from .layers import linear
+
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """(B, H, W, C) with H, W multiples of ``window`` -> (B, nW, window * window, C)."""
@@ -254,13 +256,15 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor, layout: Layout) -> torch.Tensor:
         """x: (B, H, W, C); layout: :func:`stage_layout` of x for this block's shift. Returns (B, H, W, C)."""
         B, H, W, C = x.shape
-        qkv = self.attn.qkv(self.norm1(x))
+        qkv = linear(self.norm1(x), self.attn.qkv)
         if isinstance(layout, SingleWindow):
             out = self.attn.forward_single(qkv.view(B, H * W, 3 * C), layout)
         else:
             out = self._windowed_attention(qkv.view(B * H * W, 3 * C), layout)
-        x = x + self.drop_path(self.attn.proj(out.view(B, H, W, C)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(linear(out.view(B, H, W, C), self.attn.proj))
+        # timm's Mlp (fc1, GELU, fc2; its dropouts and norm are identities here), through the fused linear
+        hidden = linear(self.norm2(x), self.mlp.fc1, gelu=True)
+        return x + self.drop_path(linear(hidden, self.mlp.fc2))
 
     def _windowed_attention(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """(B * H * W, 3C) projected real tokens -> (B * H * W, C) attention outputs, in map order."""

@@ -7,7 +7,7 @@ import torch
 
 from pdfnet import PDFNetOutput, build_pdfnet
 from pdfnet.fusion import boundary_kernel, boundary_maps, patch_weights
-from pdfnet.layers import resize
+from pdfnet.layers import resize, space_to_depth
 from pdfnet.model import PDFNetDecoder, normalize_depth
 from pdfnet.patch import expand_cells, merge_patches, patch_means, split_patches
 
@@ -130,6 +130,19 @@ def test_split_merge_round_trip():
     assert patches_cl.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(patches_cl, patches)
     torch.testing.assert_close(merge_patches(patches_cl, 8), x)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_space_to_depth(channels_last):
+    x = torch.randn(2, 3, 8, 12)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = space_to_depth(x, 4)
+    assert out.shape == (2, 48, 2, 3) and out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    # channel (row * 4 + col) * C + c holds x[c, 4 i + row, 4 j + col]
+    assert out[1, (2 * 4 + 3) * 3 + 1, 1, 2] == x[1, 1, 4 + 2, 8 + 3]
+    reordered = out.view(2, 4, 4, 3, 2, 3).permute(0, 3, 1, 2, 4, 5).reshape(2, 48, 2, 3)
+    torch.testing.assert_close(reordered, torch.nn.functional.pixel_unshuffle(x, 4), rtol=0, atol=0)
 
 
 def test_patch_means_and_cells():

@@ -1,8 +1,10 @@
-"""The Swin encoder's two exact attention layouts compute the same block outputs."""
+"""The Swin encoder: its two exact attention layouts compute the same block outputs, its fused linear the same
+layer outputs."""
 
 import pytest
 import torch
 
+from pdfnet.layers import linear
 from pdfnet.swin import SingleWindow, SwinBlock, single_window, stage_layout, window_layout
 
 
@@ -40,3 +42,20 @@ def test_stage_layout_picks_single_window_only_where_a_map_fits():
     assert not isinstance(stage_layout(2, 13, 12, 12, 6, cpu), SingleWindow)
     with pytest.raises(ValueError, match="13x4"):
         single_window(13, 4, 12, 0, cpu)
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_fused_linear_matches_the_layers(gelu):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40)
+    x = torch.randn(2, 3, 5, 24)
+    expected = layer(x)
+    if gelu:
+        expected = torch.nn.functional.gelu(expected)
+    with torch.no_grad():  # the oneDNN path where the build has it
+        torch.testing.assert_close(linear(x, layer, gelu=gelu), expected, atol=1e-5, rtol=1e-5)
+    # with autograd the plain layers run, and gradients reach the weights
+    out = linear(x, layer, gelu=gelu)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    out.sum().backward()
+    assert layer.weight.grad is not None and layer.bias.grad is not None
