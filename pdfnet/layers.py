@@ -131,7 +131,11 @@ class ConvNormAct(nn.Sequential):
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        return self.norm_act(self.conv(x))
+
+    def norm_act(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm and activation of a convolution's fresh output ``x`` (normalised in place at float32
+        inference: nothing else may hold ``x``)."""
         if x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad):
             # nothing keeps the convolution's output: normalise it where it lies
             return self.act(self.norm.forward_(x))

@@ -115,15 +115,13 @@ class PDFNetDecoder(nn.Module):
         blocks = space_to_depth(up, 4)  # (B, 96, H, W), channel (row * 4 + col) * 6 + c
         embed, conv = self.shallow_embed, self.shallow_refine.conv
         w_embed = embed.weight.permute(0, 2, 3, 1).flatten(1)  # (dim, 96) in the same order
-        # (the convolution follows its weight's layout too: give both the input's)
-        weight = torch.einsum("ocyx,cj->ojyx", conv.weight, w_embed).contiguous(memory_format=fmt)
-        taps = torch.einsum("ocyx,c->oyx", conv.weight, embed.bias)  # each tap's share of the bias: (dim, 3, 3)
+        # composed in the weights' precision, also under autocast (which then runs the convolution itself)
+        with torch.autocast(image.device.type, enabled=False):
+            # (the convolution follows its weight's layout too: give both the input's)
+            weight = torch.einsum("ocyx,cj->ojyx", conv.weight, w_embed).contiguous(memory_format=fmt)
+            taps = torch.einsum("ocyx,c->oyx", conv.weight, embed.bias)  # each tap's share of the bias
         x = F.conv2d(blocks, weight, conv.bias + taps.sum(dim=(1, 2)), padding=1)
-        x = _drop_outside_taps(x, taps)
-        norm, act = self.shallow_refine.norm, self.shallow_refine.act
-        if x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad):
-            return act(norm.forward_(x))
-        return act(norm(x))
+        return self.shallow_refine.norm_act(_drop_outside_taps(x, taps))
 
 
 def _drop_outside_taps(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
