@@ -261,10 +261,17 @@ class SwinBlock(nn.Module):
             out = self.attn.forward_single(qkv.view(B, H * W, 3 * C), layout)
         else:
             out = self._windowed_attention(qkv.view(B * H * W, 3 * C), layout)
-        x = x + self.drop_path(linear(out.view(B, H, W, C), self.attn.proj))
+        x = self._residual(x, linear(out.view(B, H, W, C), self.attn.proj))
         # timm's Mlp (fc1, GELU, fc2; its dropouts and norm are identities here), through the fused linear
         hidden = linear(self.norm2(x), self.mlp.fc1, gelu=True)
-        return x + self.drop_path(linear(hidden, self.mlp.fc2))
+        return self._residual(x, linear(hidden, self.mlp.fc2))
+
+    def _residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """x + drop_path(branch); at inference summed into the fresh ``branch``: the same numbers without
+        another token-sized buffer per residual."""
+        if self.training or (torch.is_grad_enabled() and (x.requires_grad or branch.requires_grad)):
+            return x + self.drop_path(branch)
+        return branch.add_(x)
 
     def _windowed_attention(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """(B * H * W, 3C) projected real tokens -> (B * H * W, C) attention outputs, in map order."""
