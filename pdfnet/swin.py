@@ -149,15 +149,13 @@ def single_window(H: int, W: int, window: int, shift: int, device: torch.device)
     """The :class:`SingleWindow` layout of H x W maps (H, W <= window); ``shift`` 0 for plain windows."""
     if H > window or W > window:
         raise ValueError(f"a {H}x{W} map does not fit one {window}x{window} window")
-    idx = dict(device=device, dtype=torch.long)
-    # the roll moves padded-map position (h, w) to ((h - shift) % window, (w - shift) % window)
-    h = (torch.arange(H, **idx)[:, None] - shift) % window
-    w = (torch.arange(W, **idx)[None, :] - shift) % window
-    real = (h * window + w).reshape(-1)
-    is_pad = torch.ones(window * window, device=device, dtype=torch.bool)
-    is_pad[real] = False
+    # The roll moves padded-map position (h, w) to ((h - shift) % window, (w - shift) % window). Plain Python on
+    # shapes, so it traces under torch.compile.
+    real = [((h - shift) % window) * window + (w - shift) % window for h in range(H) for w in range(W)]
+    pad = sorted(set(range(window * window)) - set(real))
     mask = shifted_window_mask(window, window, window, shift, device)[0] if shift else None
-    return SingleWindow(real, is_pad.nonzero().squeeze(1), mask)
+    idx = dict(device=device, dtype=torch.long)
+    return SingleWindow(torch.tensor(real, **idx), torch.tensor(pad, **idx), mask)
 
 
 Layout = WindowLayout | SingleWindow

@@ -75,6 +75,15 @@ def test_memory_layouts_agree(tiny_config):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_traces_as_one_graph(tiny_config):
+    # torch.compile (the GPU benchmark's fast path) needs every layout to be shape arithmetic: no graph breaks
+    model = build_pdfnet(tiny_config).eval()
+    image, depth = torch.randn(1, 3, 256, 256), torch.rand(1, 1, 256, 256)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(image, depth).logits[0], model(image, depth).logits[0])
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_folded_shallow_branch_matches_its_two_layers(channels_last):
     # the decoder folds the 4x4 stride-4 embedding into the 3x3 refinement; biases made non-zero so the
