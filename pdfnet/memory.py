@@ -12,8 +12,10 @@ def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory for reuse instead of returning it to the OS after every large tensor.
 
     PDFNet allocates many image-sized buffers per forward; by default each is mapped fresh and every page
-    faulted in again, which on a CPU costs about a third of the time (a 1024x1024 forward on 2 cores: 40 s
-    without, 29 s with, measured with scripts/benchmark.py). Called by the command-line tools, never on import.
+    faulted in again. When this was added, that cost a CPU about a third of the time (a 1024x1024 forward on 2
+    cores: 40 s without, 29 s with, measured with scripts/benchmark.py); the network allocates less now and
+    gains less. Buffers over glibc's 32 MiB mapping limit are still mapped fresh. Called by the command-line
+    tools, never on import.
     Returns whether the settings took effect (False off glibc).
     """
     if not sys.platform.startswith("linux"):
