@@ -39,20 +39,27 @@ def _onednn_linear():
 _ONEDNN_LINEAR = _onednn_linear()
 
 
+def tracks_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records operations on these tensors: in-place shortcuts are safe only where it does
+    not."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor:
     """``layer(x)``, followed by the exact (erf) GELU when ``gelu``; (..., in) -> (..., out).
 
     On the CPU in float32 without autograd this is one oneDNN call with the bias and the GELU fused (PyTorch's
     own binding, the one its compiler emits): no separate pass to copy the bias in and none for the activation.
-    On Swin-B's token shapes that is 10-50% faster per layer (2 cores; results agree within float rounding).
-    Everywhere else, the plain layers.
+    On Swin-B's token shapes (2 cores) a layer with its GELU takes 20-50% less time, one without between 5%
+    more and 15% less; the encoder's third stage went from 5.0-5.2 s to 4.1-4.2 s per 1024-pixel forward.
+    Results agree within float rounding. Everywhere else, the plain layers.
     """
     if (
         _ONEDNN_LINEAR is not None
         and x.device.type == "cpu"
         and x.dtype == layer.weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
-        and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))
+        and not tracks_grad(x, layer.weight)
     ):
         return _ONEDNN_LINEAR(x, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
     y = layer(x)
@@ -136,7 +143,7 @@ class ConvNormAct(nn.Sequential):
     def norm_act(self, x: torch.Tensor) -> torch.Tensor:
         """The norm and activation of a convolution's fresh output ``x`` (normalised in place at float32
         inference: nothing else may hold ``x``)."""
-        if x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad):
+        if x.dtype == torch.float32 and not tracks_grad(x):
             # nothing keeps the convolution's output: normalise it where it lies
             return self.act(self.norm.forward_(x))
         return self.act(self.norm(x))

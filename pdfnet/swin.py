@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
-from .layers import linear
+from .layers import linear, tracks_grad
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -198,6 +198,11 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(N, N, -1)
         return bias.permute(2, 0, 1)
 
+    def padding_qkv(self, like: torch.Tensor) -> torch.Tensor:
+        """(3C,) the projection of a padding token: the original pads the normed map with zeros, and a zero
+        token projects to the bias alone."""
+        return self.qkv(like.new_zeros(self.qkv.in_features))
+
     def forward(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """qkv: (nW * B, N, 3C) projected tokens in ``layout``'s window order -> (nW * B, N, C), the attention
         output before the output projection."""
@@ -228,7 +233,7 @@ class WindowAttention(nn.Module):
         attn_bias = bias[:, :, layout.real]
         if len(layout.pad):
             # every padding key is qkv(0): one key carrying the summed softmax weight of all of them
-            pad_k, pad_v = self.qkv(qkv.new_zeros(C)).view(3, heads, 1, head_dim)[1:]
+            pad_k, pad_v = self.padding_qkv(qkv).view(3, heads, 1, head_dim)[1:]
             k = torch.cat([k, pad_k.expand(B, -1, -1, -1)], dim=2)
             v = torch.cat([v, pad_v.expand(B, -1, -1, -1)], dim=2)
             attn_bias = torch.cat([attn_bias, bias[:, :, layout.pad].float().logsumexp(-1, keepdim=True)], dim=-1)
@@ -267,7 +272,7 @@ class SwinBlock(nn.Module):
     def _residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
         """x + drop_path(branch); at inference summed into the fresh ``branch``: the same numbers without
         another token-sized buffer per residual."""
-        if self.training or (torch.is_grad_enabled() and (x.requires_grad or branch.requires_grad)):
+        if self.training or tracks_grad(x, branch):
             return x + self.drop_path(branch)
         return branch.add_(x)
 
@@ -280,7 +285,7 @@ class SwinBlock(nn.Module):
         # than a window. Pad, roll and partition are one gather.
         windows = qkv.index_select(0, layout.gather)
         if layout.pad is not None:
-            windows[layout.pad] = self.attn.qkv(qkv.new_zeros(C))
+            windows[layout.pad] = self.attn.padding_qkv(qkv)
         out = self.attn(windows.view(-1, self.window**2, 3 * C), layout)
         # back to the map, real tokens only; the output projection is per token, so it follows the gather
         return out.view(-1, C).index_select(0, layout.scatter)
