@@ -1,25 +1,45 @@
 """PDFNet: high-precision dichotomous image segmentation with a depth integrity-prior and fine-grained patches.
 
-The public names load their modules on first use, so that ``import pdfnet.metrics`` (the scorer's worker
-processes) does not pay for importing the network's dependencies.
+The package is layered, each layer importing only those below it:
+
+- ``runtime``, ``errors``, ``config``, ``io``: constants, precisions and devices; error types; typed configs;
+  reading images and writing files atomically.
+- ``model``: the network (Swin encoder, FSE/CoA decoder, patches), its fast paths, and loading weights.
+- ``data``: dataset layouts, the shared pre- and post-processing, training samples, Depth-Anything-V2 depth.
+- ``inference``: the :class:`Predictor`.
+- ``evaluation``: the DIS metrics, scoring folders, and ``test.py``'s predict-and-score.
+- ``training``: losses, validation, checkpoints and the training loop.
+- ``commands`` and ``cli``: the ``pdfnet`` command.
+
+The public names below load their modules on first use, so that ``import pdfnet.evaluation.metrics`` (the
+scorer's worker processes) does not pay for importing the network's dependencies.
 """
 
 from importlib import import_module
 
 _EXPORTS = {
-    "DepthEstimator": "depth",
-    "DepthRefinementDecoder": "model",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "DepthEstimator": "data.depth",
+    "DepthModelError": "errors",
+    "DepthRefinementDecoder": "model.network",
+    "ImageReadError": "errors",
+    "InputError": "errors",
     "ModelConfig": "config",
-    "PDFNet": "model",
-    "PDFNetDecoder": "model",
-    "PDFNetOutput": "model",
-    "Predictor": "predictor",
-    "build_pdfnet": "model",
-    "load_official_checkpoint": "checkpoint",
-    "load_pdfnet": "checkpoint",
-    "official_key": "checkpoint",
-    "pdfnet_loss": "losses",
-    "to_official_state_dict": "checkpoint",
+    "PDFNet": "model.network",
+    "PDFNetDecoder": "model.network",
+    "PDFNetError": "errors",
+    "PDFNetOutput": "model.network",
+    "Predictor": "inference.predictor",
+    "build_pdfnet": "model.network",
+    "evaluate_predictions": "evaluation.folders",
+    "fastpath": "model.fastpath",
+    "load_official_checkpoint": "model.checkpoint",
+    "load_pdfnet": "model.checkpoint",
+    "official_key": "model.checkpoint",
+    "pdfnet_loss": "training.losses",
+    "set_fastpath": "model.fastpath",
+    "to_official_state_dict": "model.checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

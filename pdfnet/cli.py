@@ -1,52 +1,59 @@
-"""``python -m pdfnet predict``: cutouts of your own photos."""
+"""The ``pdfnet`` command (also ``python -m pdfnet``): one subcommand per job.
+
+A mistake in the input (a wrong path, a broken file, a bad setting) ends in one line, ``error: ...``, naming the
+culprit, and a non-zero exit status: 2 for a wrong flag, 1 for everything else; anything else is a bug.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
-from pathlib import Path
+from importlib import import_module
 
-from .depth import DEFAULT_DEPTH_MODEL
-from .memory import keep_freed_memory
-
-EXAMPLE_IMAGE = "chelsea.png"  # Chelsea the cat, CC0, from scikit-image's sample data
+from .commands import COMMANDS
+from .errors import PDFNetError
 
 
-def example_image() -> Path:
-    """The photo shipped with the package, cut out when ``predict`` gets no input."""
-    return Path(str(resources.files("pdfnet") / "assets" / EXAMPLE_IMAGE))
+def _command(name: str):
+    return import_module(f".commands.{COMMANDS[name]}", __package__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pdfnet", description="PDFNet dichotomous image segmentation")
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("predict", help="cut the main object out of images")
-    p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns (default: the bundled example)")
-    p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
-    p.add_argument("--weights", help="our checkpoint or the authors' PDFNet_Best.pth (default: fetched from the Hub)")
-    p.add_argument("--variant", choices=["release", "cvpr"], help="version of an authors'-layout checkpoint")
-    p.add_argument(
-        "--depth-model", default=DEFAULT_DEPTH_MODEL, help="Depth-Anything-V2: small, base, large, repo id or folder"
+    parser = argparse.ArgumentParser(
+        prog="pdfnet", description="PDFNet: high-precision dichotomous image segmentation (cutouts, training, testing)"
     )
-    p.add_argument("--depth", help="folder of ready-made depth maps named by input stem (skips the depth model)")
-    p.add_argument("--format", choices=["mask", "rgba", "both"], default="rgba", dest="fmt")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--input-size", type=int, default=1024, help="network input side, a multiple of 256")
-    p.add_argument("--tta", action="store_true", help="flip x scale test-time augmentation (6 passes)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name in COMMANDS:
+        module = _command(name)
+        module.add_arguments(commands.add_parser(name, help=module.HELP))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    keep_freed_memory()
-    if args.command == "predict":
-        from .predict import run_predict
+    """Run one subcommand; returns its exit status."""
+    from .memory import keep_freed_memory
 
-        return run_predict(args)
-    return 2
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after other flags (argparse takes positionals in one run only)
+        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    keep_freed_memory()
+    try:
+        return _command(args.command).run(args)
+    except PDFNetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished outputs are kept and a rerun continues", file=sys.stderr)
+        return 130
+
+
+def shim(command: str) -> int:
+    """The body of the top-level scripts (``train.py``, ``test.py``, ...): the subcommand with their flags."""
+    return main([command, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -2,24 +2,53 @@
 
     cfg = load_config("configs/tiny.yaml", ["train.epochs=2", "data.root=data/toy"])
 
-Unknown keys and values of the wrong type are errors that name the key.
+Everything is checked when the config loads: unknown keys, values of the wrong type, choices outside their
+list (``precision``, ``variant``), numbers out of range, and booleans other than ``true``/``false`` (YAML 1.1's
+``yes``/``on`` are refused, not read as true). Errors name the key, and the file and line for YAML mistakes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+from .errors import ConfigError
+from .runtime import Precision
+
+Variant = Literal["cvpr", "release"]
+VARIANTS: tuple[str, ...] = typing.get_args(Variant)
+
+
+def check_variant(variant: str) -> str:
+    """``variant`` if it names a version of the original, else a ValueError listing them."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    return variant
+
+
+def _rule(check: Callable[[Any], bool], expected: str) -> dict:
+    """Field metadata: a range check and how to say what it expects."""
+    return {"check": check, "expected": expected}
+
+
+_POSITIVE = _rule(lambda v: v > 0, "a positive number")
+_AT_LEAST_1 = _rule(lambda v: v >= 1, "at least 1")
+_NON_NEGATIVE = _rule(lambda v: v >= 0, "0 or more")
+_FRACTION = _rule(lambda v: 0 <= v < 1, "in [0, 1)")
+_POSITIVE_ALL = _rule(lambda v: len(v) > 0 and all(x > 0 for x in v), "a non-empty list of positive integers")
 
 
 @dataclass
 class ModelConfig:
-    """Everything :func:`pdfnet.build_pdfnet` needs, plus how to initialise it for training.
+    """The architecture: everything :func:`pdfnet.build_pdfnet` needs.
 
     Attributes:
         variant: which version of the authors' code to reproduce: "cvpr" (October 2025, the CVPR 2026 paper)
@@ -34,26 +63,19 @@ class ModelConfig:
         grid: patch grid side of the fine-grained patch strategy (8, i.e. 8x8 patches).
         depth_head: build the training-only depth refinement decoder (needed for the depth loss).
         dropout: dropout inside the CoA cross-attention blocks (0.1).
-        pretrained_backbone: ImageNet Swin weights for the encoder: a file (Microsoft's
-            ``swin_base_patch4_window12_384_22kto1k.pth``, what the original loads, or a timm state dict),
-            ``timm:<model name>`` to download through timm, or null for none (training only).
-        init_from: a PDFNet checkpoint (ours or the authors', e.g. PDFNet_Best.pth) to fine-tune from; it takes
-            precedence over pretrained_backbone (training only).
     """
 
-    variant: str = "cvpr"
-    embed_dim: int = 128
-    depths: tuple[int, ...] = (2, 2, 18, 2)
-    num_heads: tuple[int, ...] = (4, 8, 16, 32)
-    window_size: int = 12
-    drop_path_rate: float = 0.1
-    pos_embed_grid: int = 56
-    dim: int = 128
-    grid: int = 8
+    variant: Variant = "cvpr"
+    embed_dim: int = field(default=128, metadata=_POSITIVE)
+    depths: tuple[int, ...] = field(default=(2, 2, 18, 2), metadata=_POSITIVE_ALL)
+    num_heads: tuple[int, ...] = field(default=(4, 8, 16, 32), metadata=_POSITIVE_ALL)
+    window_size: int = field(default=12, metadata=_POSITIVE)
+    drop_path_rate: float = field(default=0.1, metadata=_FRACTION)
+    pos_embed_grid: int = field(default=56, metadata=_POSITIVE)
+    dim: int = field(default=128, metadata=_POSITIVE)
+    grid: int = field(default=8, metadata=_POSITIVE)
     depth_head: bool = True
-    dropout: float = 0.1
-    pretrained_backbone: str | None = None
-    init_from: str | None = None
+    dropout: float = field(default=0.1, metadata=_FRACTION)
 
 
 @dataclass
@@ -63,7 +85,7 @@ class DataConfig:
     Attributes:
         root: folder holding one folder per split (see data/README.md).
         train_split, val_split: split names.
-        input_size: network input side; images, depths and masks are resized to it (1024).
+        input_size: network input side; images, depths and masks are resized to it (1024), a multiple of 256.
         train_depths: depth folders training picks from at random per sample (about a third each).
         eval_depth: depth folder of validation and testing.
         target_depth: depth folder of the loss target.
@@ -74,12 +96,12 @@ class DataConfig:
     root: str = "data/DIS5K"
     train_split: str = "DIS-TR"
     val_split: str = "DIS-VD"
-    input_size: int = 1024
+    input_size: int = field(default=1024, metadata=_POSITIVE)
     train_depths: tuple[str, ...] = ("depth_small", "depth_base", "depth_large")
     eval_depth: str = "depth_large"
     target_depth: str = "depth_large_1024"
     augment: bool = True
-    num_workers: int = 4
+    num_workers: int = field(default=4, metadata=_NON_NEGATIVE)
 
 
 @dataclass
@@ -97,25 +119,28 @@ class OptimConfig:
         clip_grad: gradient norm clipping, or null for none.
     """
 
-    lr: float = 1e-5
-    weight_decay: float = 1e-4
-    eps: float = 1e-8
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_epochs: int = 5
-    warmup_lr: float = 1e-5
-    min_lr: float = 1e-5
-    clip_grad: float | None = None
+    lr: float = field(default=1e-5, metadata=_POSITIVE)
+    weight_decay: float = field(default=1e-4, metadata=_NON_NEGATIVE)
+    eps: float = field(default=1e-8, metadata=_POSITIVE)
+    betas: tuple[float, float] = field(
+        default=(0.9, 0.999), metadata=_rule(lambda v: all(0 <= b < 1 for b in v), "two numbers in [0, 1)")
+    )
+    warmup_epochs: int = field(default=5, metadata=_NON_NEGATIVE)
+    warmup_lr: float = field(default=1e-5, metadata=_NON_NEGATIVE)
+    min_lr: float = field(default=1e-5, metadata=_NON_NEGATIVE)
+    clip_grad: float | None = field(default=None, metadata=_POSITIVE)
 
 
 @dataclass
 class TrainConfig:
-    """The loop.
+    """The loop, and how the network starts.
 
     Attributes:
         epochs: passes over the training split (100).
         batch_size: samples per step and process (1).
         accumulation: steps whose gradients are summed before an optimiser update.
-        precision: "fp16" (autocast and gradient scaling, the original's), "bf16" or "fp32".
+        precision: "fp16" (autocast and gradient scaling, the original's), "bf16" or "fp32". Validation always
+            runs in fp32, as the original's.
         seed: data order, augmentation, dropout and initialisation derive from it and the epoch.
         hard_mining: train odd epochs only on the hardest half of the previous epoch's samples (the
             original's ``update_half``, off by default).
@@ -123,18 +148,25 @@ class TrainConfig:
         log_images: samples written to TensorBoard after each validation.
         compile: torch.compile the model.
         device: "cuda", "cpu" or null for the best available.
+        pretrained_backbone: ImageNet Swin weights for the encoder: a file (Microsoft's
+            ``swin_base_patch4_window12_384_22kto1k.pth``, what the original loads, or a timm state dict),
+            ``timm:<model name>`` to download through timm, or null for none.
+        init_from: a PDFNet checkpoint (ours or the authors', e.g. PDFNet_Best.pth) to fine-tune from; it takes
+            precedence over pretrained_backbone.
     """
 
-    epochs: int = 100
-    batch_size: int = 1
-    accumulation: int = 1
-    precision: str = "fp16"
-    seed: int = 0
+    epochs: int = field(default=100, metadata=_AT_LEAST_1)
+    batch_size: int = field(default=1, metadata=_AT_LEAST_1)
+    accumulation: int = field(default=1, metadata=_AT_LEAST_1)
+    precision: Precision = "fp16"
+    seed: int = field(default=0, metadata=_NON_NEGATIVE)
     hard_mining: bool = False
     validate: bool = True
-    log_images: int = 4
+    log_images: int = field(default=4, metadata=_NON_NEGATIVE)
     compile: bool = False
     device: str | None = None
+    pretrained_backbone: str | None = None
+    init_from: str | None = None
 
 
 @dataclass
@@ -148,14 +180,56 @@ class Config:
     output_dir: str = "runs/pdfnet"
 
 
-class ConfigError(ValueError):
-    """A configuration key that does not exist or a value of the wrong type; the message names the key."""
+# Keys that moved; a file or override using the old name gets told the new one, a stored config is moved.
+MOVED_KEYS = {"model.pretrained_backbone": "train.pretrained_backbone", "model.init_from": "train.init_from"}
+
+# Settings a resumed run may change: they do not alter the weights it computes.
+HARMLESS_ON_RESUME = frozenset({"train.epochs", "output_dir", "data.num_workers", "train.device", "train.log_images"})
+
+
+# ---------------------------------------------------------------------------------------------- YAML reading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only true and false, so that ``yes``, ``on`` or ``n`` stay strings (and
+    are refused where a boolean is expected) instead of silently turning into booleans."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml_error(where: str, e: yaml.YAMLError) -> ConfigError:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ConfigError(f"{where}{at}: not valid YAML ({problem})")
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """Parse YAML text strictly; a syntax error becomes a ConfigError naming ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise _yaml_error(where, e) from e
+
+
+# ------------------------------------------------------------------------------------------------- checking
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
     """``value`` checked against (and coerced to) the type ``annotation``; ConfigError names ``key``."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is Literal:
+        if isinstance(value, str) and value in args:
+            return value
+        raise ConfigError(f"{key}: expected one of {', '.join(args)}, got {value!r}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -198,12 +272,21 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {annotation}")
 
 
+def _check_range(value: Any, f: dataclasses.Field, key: str) -> None:
+    rule = f.metadata.get("check")
+    if rule is not None and value is not None and not rule(value):
+        raise ConfigError(f"{key}: expected {f.metadata['expected']}, got {value!r}")
+
+
 def _merge(obj: Any, updates: dict, prefix: str = "") -> Any:
-    """A copy of dataclass ``obj`` with ``updates`` (nested dicts) applied, every key and type checked."""
+    """A copy of dataclass ``obj`` with ``updates`` (nested dicts) applied, every key, type and range checked."""
     hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
     changes = {}
     for name, value in updates.items():
         key = f"{prefix}{name}"
+        if key in MOVED_KEYS:
+            raise ConfigError(f"{key} is now {MOVED_KEYS[key]} (it belongs to training, not to the architecture)")
         if name not in hints:
             known = ", ".join(f"{prefix}{n}" for n in hints)
             raise ConfigError(f"unknown config key {key!r} (known here: {known})")
@@ -214,7 +297,21 @@ def _merge(obj: Any, updates: dict, prefix: str = "") -> Any:
             changes[name] = _merge(current, value, f"{key}.")
         else:
             changes[name] = _convert(value, hints[name], key)
+            _check_range(changes[name], fields[name], key)
     return dataclasses.replace(obj, **changes)
+
+
+def check_config(cfg: Config) -> Config:
+    """The checks that involve several keys; returns ``cfg``."""
+    m, d = cfg.model, cfg.data
+    if len(m.depths) != len(m.num_heads):
+        raise ConfigError(f"model.depths and model.num_heads differ in length ({len(m.depths)}, {len(m.num_heads)})")
+    multiple = 32 * m.grid
+    if d.input_size % multiple:
+        raise ConfigError(f"data.input_size: expected a multiple of {multiple} (32 x model.grid), got {d.input_size}")
+    if not d.train_depths:
+        raise ConfigError("data.train_depths: expected at least one depth folder")
+    return cfg
 
 
 def parse_override(text: str) -> dict:
@@ -222,7 +319,9 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    if not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    value = read_yaml(raw, f"override {text!r}") if raw.strip() else ""
     nested: dict = {}
     node = nested
     parts = key.strip().split(".")
@@ -232,25 +331,44 @@ def parse_override(text: str) -> dict:
     return nested
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """The default config, then the YAML file's differences, then ``key=value`` overrides, all checked."""
-    cfg = Config()
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML config file; ConfigError for a missing file, bad YAML or a non-mapping."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"no config file {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from e
+    data = read_yaml(text, str(path)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, optim, train, output_dir)")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: Config | None = None) -> Config:
+    """``base`` (default: the paper's config), then the YAML file's differences, then ``key=value`` overrides,
+    all checked."""
+    cfg = base if base is not None else Config()
     if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
         try:
-            cfg = _merge(cfg, data)
+            cfg = _merge(cfg, read_config_file(path))
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from e
+            raise ConfigError(f"{path}: {e}" if not str(e).startswith(str(path)) else str(e)) from e
     for text in overrides:
         cfg = _merge(cfg, parse_override(text))
-    return cfg
+    return check_config(cfg)
 
 
 def config_from_dict(data: dict) -> Config:
-    """A Config from ``to_dict`` output (as stored in checkpoints), checked like a YAML file."""
-    return _merge(Config(), data)
+    """A Config from ``to_dict`` output (as stored in checkpoints, also by earlier versions), checked like a
+    YAML file."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+        if old_name in data.get(old_section, {}):
+            data.setdefault(new_section, {})[new_name] = data[old_section].pop(old_name)
+    return check_config(_merge(Config(), data))
 
 
 def to_dict(cfg: Any) -> dict:
@@ -266,5 +384,26 @@ def to_dict(cfg: Any) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def flatten(cfg: Config) -> dict[str, Any]:
+    """``{"train.epochs": 100, ...}``: every setting under its dotted key."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(to_dict(cfg), "")
+    return flat
+
+
+def config_changes(stored: Config, requested: Config) -> list[tuple[str, Any, Any]]:
+    """(key, stored value, requested value) for every setting that differs."""
+    a, b = flatten(stored), flatten(requested)
+    return [(k, a[k], b[k]) for k in a if a[k] != b[k]]
+
+
+def config_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

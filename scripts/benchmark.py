@@ -15,20 +15,16 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pdfnet import ModelConfig, build_pdfnet, pdfnet_loss  # noqa: E402
-from pdfnet.depth import PRECISIONS  # noqa: E402
-from pdfnet.memory import keep_freed_memory  # noqa: E402
+from pdfnet import ModelConfig, build_pdfnet, pdfnet_loss
+from pdfnet.memory import keep_freed_memory
+from pdfnet.runtime import autocast
 
 
 def depth_anything_large():
@@ -73,10 +69,6 @@ def timed(fn, device: torch.device, warmup: int, iters: int, repeats: int) -> fl
         sync(device)
         runs.append((time.perf_counter() - start) / iters)
     return statistics.median(runs)
-
-
-def autocast(device: torch.device, precision: str):
-    return nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
 def reset_peak(device: torch.device) -> None:

@@ -7,7 +7,6 @@ run, and, with --stock, pysodmetrics on one image in one process.
 """
 
 import argparse
-import sys
 import tempfile
 import time
 import warnings
@@ -16,9 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pdfnet.evaluate import evaluate_predictions  # noqa: E402
+from pdfnet.evaluation.folders import evaluate_predictions
 
 
 def synthetic_pair(seed: int, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:

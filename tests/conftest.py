@@ -1,12 +1,9 @@
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pdfnet import ModelConfig  # noqa: E402
+from pdfnet import ModelConfig
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ import pytest
 import timm
 import torch
 
-from pdfnet.backbone import convert_timm_swin, is_timm_layout, load_swin_weights
-from pdfnet.swin import SwinEncoder
+from pdfnet import CheckpointError
+from pdfnet.model.backbone import convert_timm_swin, is_timm_layout, load_swin_weights
+from pdfnet.model.swin import SwinEncoder
 
 
 def test_timm_swin_converts_and_matches():
@@ -48,5 +49,5 @@ def test_microsoft_layout_is_left_alone():
 
 
 def test_missing_file_says_where_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="timm:swin_base_patch4_window12_384"):
+    with pytest.raises(CheckpointError, match="timm:swin_base_patch4_window12_384"):
         load_swin_weights(SwinEncoder(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)), tmp_path / "x.pth")

@@ -4,9 +4,16 @@ import pytest
 import torch
 from reference import manifest, synthetic_state_dict
 
-from pdfnet import ModelConfig, build_pdfnet, load_official_checkpoint, official_key, to_official_state_dict
-from pdfnet.checkpoint import _RECOMPUTED
-from pdfnet.model import count_parameters
+from pdfnet import (
+    CheckpointError,
+    ModelConfig,
+    build_pdfnet,
+    load_official_checkpoint,
+    official_key,
+    to_official_state_dict,
+)
+from pdfnet.model.checkpoint import _RECOMPUTED
+from pdfnet.model.network import count_parameters
 
 SALT = 7
 
@@ -39,7 +46,7 @@ def test_load_variants(release_weights):
     model = load_official_checkpoint(inference_only)
     assert model.variant == "release" and model.depth_decoder is None and not model.training
     assert load_official_checkpoint(inference_only, variant="cvpr").variant == "cvpr"
-    with pytest.raises(ValueError, match="depth_decoder.shallow.0.weight"):
+    with pytest.raises(CheckpointError, match="depth_decoder.shallow.0.weight"):
         load_official_checkpoint(release_weights, variant="cvpr")
 
 
@@ -55,19 +62,19 @@ def test_loaded_weights_round_trip(release_weights, tmp_path):
 def test_missing_key_is_named(release_weights):
     broken = dict(release_weights)
     del broken["decoder.FSE_mix.2.IP.Norm1.weight"]
-    with pytest.raises(KeyError, match=r"missing \(1\): decoder\.FSE_mix\.2\.IP\.Norm1\.weight"):
+    with pytest.raises(CheckpointError, match=r"missing \(1\): decoder\.FSE_mix\.2\.IP\.Norm1\.weight"):
         load_official_checkpoint(broken)
 
 
 def test_unexpected_key_is_named(release_weights):
     broken = dict(release_weights, **{"decoder.extra_head.weight": torch.zeros(1)})
-    with pytest.raises(KeyError, match=r"unexpected \(1\): decoder\.extra_head\.weight"):
+    with pytest.raises(CheckpointError, match=r"unexpected \(1\): decoder\.extra_head\.weight"):
         load_official_checkpoint(broken)
 
 
 def test_wrong_shape_is_named(release_weights):
     broken = dict(release_weights, **{"channel_mix3.0.bias": torch.zeros(64)})
-    with pytest.raises(ValueError, match=r"channel_mix3\.0\.bias: checkpoint \(64,\), model \(128,\)"):
+    with pytest.raises(CheckpointError, match=r"channel_mix3\.0\.bias: checkpoint \(64,\), model \(128,\)"):
         load_official_checkpoint(broken)
 
 

@@ -1,6 +1,7 @@
 """Scoring folders (metric_tools/evaluate.py) and predicting + scoring DIS splits (test.py)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,12 @@ import cv2
 import numpy as np
 import pytest
 from conftest import make_toy_dis5k
+from PIL import Image
 from test_metrics import stock_summary, synthetic_pair
 
-import pdfnet.metrics as metrics
-from pdfnet.evaluate import METRIC_KEYS, EvaluationError, evaluate_predictions
+import pdfnet.evaluation.metrics as metrics
+from pdfnet.errors import EvaluationError
+from pdfnet.evaluation.folders import METRIC_KEYS, evaluate_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +104,7 @@ def test_test_py_end_to_end(tmp_path, tiny_official_checkpoint):
         "--data-root",
         str(root),
     ]
-    command += ["--splits", *splits, "--out", str(out), "--input-size", "256", "--device", "cpu", "--batch-size", "2"]
+    command += ["--splits", *splits, "--out", str(out), "--input-size", "256", "--device", "cpu", "--batch-size", "1"]
     command += ["--workers", "1", "--cache-dir", str(tmp_path / "cache")]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
@@ -118,6 +121,27 @@ def test_test_py_end_to_end(tmp_path, tiny_official_checkpoint):
     assert (
         "| TE-mean |" in table
         and "test-time augmentation: no" in table
-        and "| maxFm | wFm | MAE | Sm | meanEm | HCE |" in table
+        and "| maxFm | maxFm_pr | wFm | MAE | Sm | meanEm | HCE |" in table
     )
     assert table in result.stdout
+    # the Predictor a user runs writes test.py's PNG for the same image, weights and stored depth map
+    from pdfnet.inference.predictor import Predictor
+    from pdfnet.io import read_gray, read_image
+
+    predictor = Predictor.from_checkpoint(tiny_official_checkpoint, device="cpu", depth_model=None, input_size=256)
+    for name in ("DIS-TE1_0", "DIS-TE1_1"):
+        image = read_image(root / "DIS-TE1" / "im" / f"{name}.jpg")
+        depth = read_gray(root / "DIS-TE1" / "depth_large" / f"{name}.png")
+        written = np.asarray(Image.open(out / "preds" / "DIS-TE1" / f"{name}.png"))
+        assert np.array_equal(predictor.predict_mask(image, depth), written)
+    # a second run into the same folder at once is refused; bad inputs are named before any work
+    bad = subprocess.run(
+        command[:2] + ["--checkpoint", str(tmp_path / "none.pth")] + command[4:],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 1 and "no checkpoint at" in bad.stderr and "Traceback" not in bad.stderr
+    os.remove(root / "DIS-TE2" / "depth_large" / "DIS-TE2_1.png")
+    missing = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 1 and "prepare_depth.py" in missing.stderr and "Traceback" not in missing.stderr

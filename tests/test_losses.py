@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pdfnet import PDFNetOutput, pdfnet_loss
-from pdfnet.losses import integrity_prior_loss, silog_loss, ssim_loss, structure_loss
+from pdfnet.training.losses import integrity_prior_loss, silog_loss, ssim_loss, structure_loss
 
 
 def square_mask(size: int = 64) -> torch.Tensor:
@@ -82,6 +82,19 @@ def test_pdfnet_loss_combination(variant):
 def test_losses_are_per_sample():
     mask = torch.cat([square_mask(), torch.zeros(1, 1, 64, 64)])
     depth = torch.rand(2, 1, 64, 64)
-    logits = [torch.randn(2, 1, 64, 64)]
-    both = pdfnet_loss(PDFNetOutput(logits, [torch.randn(2, 1, 32, 32)]), mask, depth)
+    logits = [torch.randn(2, 1, s, s) for s in (64, 16, 8, 4, 2, 2)]
+    depth_logits = [torch.randn(2, 1, s, s) for s in (32, 8, 4, 2, 1)]
+    both = pdfnet_loss(PDFNetOutput(logits, depth_logits), mask, depth)
     assert torch.isfinite(both["total"])  # an empty mask does not divide by zero
+    # the loss of the batch [a, b] is the mean of the loss of a and the loss of b, term by term
+    singles = [
+        pdfnet_loss(
+            PDFNetOutput([x[i : i + 1] for x in logits], [x[i : i + 1] for x in depth_logits]),
+            mask[i : i + 1],
+            depth[i : i + 1],
+        )
+        for i in range(2)
+    ]
+    for key in ("total", "segmentation", "integrity", "depth"):
+        expected = (singles[0][key] + singles[1][key]) / 2
+        torch.testing.assert_close(both[key], expected, atol=1e-6, rtol=1e-5, msg=key)

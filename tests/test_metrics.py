@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pdfnet.metrics import MaskCache, compute_mask_data, hce, score_image, summarize
+from pdfnet.evaluation.metrics import MaskCache, compute_mask_data, hce, score_image, summarize
 
 py_sod_metrics = pytest.importorskip("py_sod_metrics")
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from pdfnet import PDFNetOutput, build_pdfnet
-from pdfnet.fusion import boundary_kernel, boundary_maps, patch_weights
-from pdfnet.layers import resize, space_to_depth
-from pdfnet.model import PDFNetDecoder, normalize_depth
-from pdfnet.patch import expand_cells, merge_patches, patch_means, split_patches
+from pdfnet.model.fusion import boundary_kernel, boundary_maps, patch_weights
+from pdfnet.model.layers import resize, space_to_depth
+from pdfnet.model.network import PDFNetDecoder, normalize_depth
+from pdfnet.model.patch import expand_cells, merge_patches, patch_means, split_patches
 
 
 @pytest.mark.parametrize("variant", ["cvpr", "release"])

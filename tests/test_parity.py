@@ -6,7 +6,7 @@ import torch
 from reference import DATA, case_inputs, load_case, synthetic_state_dict
 
 from pdfnet import load_official_checkpoint, pdfnet_loss
-from pdfnet.swin import SwinEncoder
+from pdfnet.model.swin import SwinEncoder
 
 TOL = 1e-4
 

@@ -1,17 +1,23 @@
-"""Inference for users: the Predictor API, the hub download path and ``python -m pdfnet predict``."""
+"""Inference for users: the Predictor API, the shared processing, the hub download path and ``pdfnet predict``
+with good and bad inputs."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from pdfnet import predictor as predictor_module
-from pdfnet.cli import example_image, main
-from pdfnet.io import read_image
-from pdfnet.predictor import Predictor
+from pdfnet.cli import main
+from pdfnet.data.processing import gray_to_tensor, probability_to_mask, resize_image
+from pdfnet.errors import CheckpointError, InputError
+from pdfnet.inference import predictor as predictor_module
+from pdfnet.inference.predictor import Predictor
+from pdfnet.io import example_image, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,43 +29,107 @@ def predictor(tiny_official_checkpoint, tiny_depth_model):
     )
 
 
+def _image(h=90, w=140, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- processing
+
+
+def test_probability_to_mask_truncates_then_resizes_with_pil():
+    # ToPILImage truncates: 0.999 * 255 = 254.7 -> 254 (rounding would give 255)
+    assert probability_to_mask(torch.tensor([[0.999, 0.5]]), (1, 2)).tolist() == [[254, 127]]
+    # PIL's bilinear antialiases when shrinking: [0, 0, 255, 255] -> 2 pixels; each output's triangle filter
+    # spans 2 input pixels either side: (0.75 * 0 + 0.75 * 0 + 0.25 * 255) / 1.75 = 36.4 -> 36, and 219
+    # (plain bilinear sampling would give 0 and 255)
+    prob = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    assert probability_to_mask(prob, (1, 2)).tolist() == [[36, 219]]
+
+
+def test_inputs_are_resized_as_8_bit_values_with_aligned_corners():
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[:, 1] = 255
+    x = resize_image(image, (2, 3))
+    # corners kept; the middle 127.5 is resized in 8 bits (the original interpolates its uint8 arrays), so every
+    # value is a whole grey level
+    assert (x[0] * 255).tolist() == [[0, 128, 255], [0, 128, 255]]
+    assert torch.equal(gray_to_tensor(image[..., 0], (2, 3))[0] * 255, x[0] * 255)
+
+
+# ---------------------------------------------------------------------------------------------- the API
+
+
 def test_predict_and_cutout(predictor):
-    image = np.random.default_rng(0).integers(0, 255, (90, 140, 3), dtype=np.uint8)
+    image = _image()
+    mask = predictor.predict_mask(image)
+    assert mask.shape == (90, 140) and mask.dtype == np.uint8
     prob = predictor.predict(image)
-    assert prob.shape == (90, 140) and prob.dtype == np.float32
-    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    assert prob.dtype == np.float32 and np.array_equal(prob, mask / np.float32(255))
     rgba = predictor.cutout(image)
-    assert rgba.shape == (90, 140, 4) and rgba.dtype == np.uint8
-    np.testing.assert_array_equal(rgba[..., :3], image)
-    # a given depth map is used instead of the estimator's, and a batch equals single calls
+    assert rgba.shape == (90, 140, 4) and np.array_equal(rgba[..., :3], image) and np.array_equal(rgba[..., 3], mask)
+
+
+def test_given_depth_and_batches(predictor):
+    image = _image()
     depth = np.linspace(0, 1, 90 * 140, dtype=np.float32).reshape(90, 140)
-    batch = predictor.predict_batch([image, image[:60]], [depth, None])
-    np.testing.assert_allclose(batch[0], predictor.predict(image, depth), atol=1e-5)
+    # a float map is quantised as a stored map would be: the same mask as its 8-bit version
+    stored = np.rint(depth * 255).astype(np.uint8)
+    assert np.array_equal(predictor.predict_mask(image, depth), predictor.predict_mask(image, stored))
+    batch = predictor.predict_masks([image, image[:60]], [stored, None])
+    assert np.abs(batch[0].astype(int) - predictor.predict_mask(image, stored)).max() <= 1  # batched GEMM rounding
     assert batch[1].shape == (60, 140)
 
 
-def test_tta_runs_flips_and_scales(tiny_official_checkpoint, tiny_depth_model):
-    tta = Predictor.from_checkpoint(
-        tiny_official_checkpoint, device="cpu", depth_model=tiny_depth_model, input_size=512, tta=True
-    )
-    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    prob = tta.predict(image)
-    assert prob.shape == (64, 64) and np.isfinite(prob).all()
+@pytest.mark.parametrize(
+    "image, depth, message",
+    [
+        (_image().astype(np.float32) / 255, None, "uint8 RGB"),
+        (_image()[..., 0], None, r"\(H, W, 3\) uint8"),
+        ("photo.jpg", None, "numpy array"),
+        (_image(), np.zeros((90, 140), np.uint16), "uint8 .* or float"),
+        (_image(), np.full((90, 140), 2.0, np.float32), r"not within \[0, 1\]"),
+        (_image(), np.zeros((45, 70), np.uint8), "45x70 but the image is 90x140"),
+    ],
+)
+def test_bad_api_inputs_are_named(predictor, image, depth, message):
+    with pytest.raises(InputError, match=message):
+        predictor.predict(image, depth)
 
 
-def test_from_pretrained_downloads_the_authors_checkpoint(monkeypatch, tiny_official_checkpoint, tiny_depth_model):
+def test_tta_is_the_authors_six_passes(tiny_official_checkpoint):
+    tta = Predictor.from_checkpoint(tiny_official_checkpoint, device="cpu", depth_model=None, input_size=1024, tta=True)
+    torch.manual_seed(0)
+    x, d = torch.randn(1, 3, 1024, 1024), torch.rand(1, 1, 1024, 1024)
+    expected = []
+    with torch.no_grad():
+        for flip in (False, True):  # ttach: HorizontalFlip x Scale([0.75, 1, 1.25], bilinear, corners not aligned)
+            xf, df = (x.flip(-1), d.flip(-1)) if flip else (x, d)
+            for side in (768, 1024, 1280):
+                xs = F.interpolate(xf, size=(side, side), mode="bilinear", align_corners=False)
+                ds = F.interpolate(df, size=(side, side), mode="bilinear", align_corners=False)
+                out = tta.model(xs, ds).logits[0]
+                out = F.interpolate(out, size=(1024, 1024), mode="bilinear", align_corners=False)
+                expected.append(out.flip(-1) if flip else out)
+        got = tta.logits(x, d)
+    torch.testing.assert_close(got, torch.stack(expected).mean(0), atol=0, rtol=0)
+    assert not torch.allclose(got, expected[1], atol=1e-4)  # the average is not just the plain pass
+
+
+def test_from_pretrained_names(monkeypatch, tiny_official_checkpoint, tiny_depth_model):
     calls = []
-
-    def fake_download(repo_id, filename):
-        calls.append((repo_id, filename))
-        return tiny_official_checkpoint
-
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(
+        huggingface_hub,
+        "hf_hub_download",
+        lambda repo_id, filename: calls.append((repo_id, filename)) or tiny_official_checkpoint,
+    )
     pred = Predictor.from_pretrained(device="cpu", depth_model=tiny_depth_model, input_size=256)
-    assert calls == [("Tennineee/PDFNet", "PDFNet_Best.pth")]
+    Predictor.from_pretrained("general", device="cpu", depth_model=None, input_size=256)
+    assert calls == [("Tennineee/PDFNet", "PDFNet_Best.pth"), ("Tennineee/PDFNet-General", "PDF-Generally.pth")]
     assert pred.model.variant == "release" and pred.model.depth_decoder is None
+    with pytest.raises(CheckpointError, match="unknown published weights 'huge'"):
+        Predictor.from_pretrained("huge")
 
 
 def test_offline_without_weights_is_explained(monkeypatch, tmp_path, capsys):
@@ -69,10 +139,20 @@ def test_offline_without_weights_is_explained(monkeypatch, tmp_path, capsys):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(RuntimeError, match="--weights PATH"):
+    with pytest.raises(CheckpointError, match="--weights PATH"):
         predictor_module.download_weights()
-    assert main(["predict", "--out", str(tmp_path)]) == 2
-    assert "--weights PATH" in capsys.readouterr().err
+    assert main(["predict", "--out", str(tmp_path), "--weights", "general"]) == 1
+    err = capsys.readouterr().err
+    assert "Tennineee/PDFNet-General" in err and "PDF-Generally.pth" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------- the CLI
+
+
+def _cli(args: list[str], checkpoint: str, depth_model: str | None = None) -> int:
+    extra = ["--weights", checkpoint, "--input-size", "256", "--device", "cpu"]
+    extra += ["--depth-model", depth_model] if depth_model else []
+    return main(["predict", *args, *extra])
 
 
 def _mixed_inputs(folder: Path) -> dict[str, tuple[int, int]]:
@@ -81,36 +161,111 @@ def _mixed_inputs(folder: Path) -> dict[str, tuple[int, int]]:
     Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(folder / "photo.jpg")
     Image.fromarray(rng.integers(0, 255, (64, 48), dtype=np.uint8), mode="L").save(folder / "grey.png")
     Image.fromarray(rng.integers(0, 255, (40, 90, 4), dtype=np.uint8), mode="RGBA").save(folder / "with_alpha.png")
+    Image.fromarray(rng.integers(0, 255, (30, 20, 3), dtype=np.uint8)).save(folder / "anim.gif")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "dot.png")
+    Image.fromarray(np.zeros((3, 500, 3), np.uint8)).save(folder / "sliver.png")
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    return {"photo": (70, 100), "grey": (64, 48), "with_alpha": (40, 90)}
+    (folder / ".hidden.png.abc.tmp").write_bytes(b"a killed run's temporary")
+    return {"photo": (70, 100), "grey": (64, 48), "with_alpha": (40, 90), "anim": (30, 20), "dot": (1, 1)}
 
 
-def test_cli_mixed_inputs(tiny_official_checkpoint, tiny_depth_model, tmp_path, capsys):
+def test_cli_mixed_inputs_and_rerun(tiny_official_checkpoint, tiny_depth_model, tmp_path, capsys):
     sizes = _mixed_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    args = ["predict", str(tmp_path / "in"), "--out", str(out), "--weights", tiny_official_checkpoint]
-    status = main(
-        args + ["--depth-model", tiny_depth_model, "--input-size", "256", "--device", "cpu", "--batch-size", "2"]
+    status = _cli(
+        [str(tmp_path / "in"), "--out", str(out), "--batch-size", "2"], tiny_official_checkpoint, tiny_depth_model
     )
-    assert status == 1  # one input failed
-    assert "corrupt.png" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["grey.png", "photo.png", "with_alpha.png"]
+    assert status == 1  # two inputs failed, the rest were written
+    captured = capsys.readouterr()
+    assert "corrupt.png" in captured.err and "sliver.png" in captured.err and "too elongated" in captured.err
+    assert "Traceback" not in captured.err
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(f"{s}.png" for s in sizes)
     for stem, (H, W) in sizes.items():
         result = Image.open(out / f"{stem}.png")
         assert result.mode == "RGBA" and result.size == (W, H)
+    # a rerun skips what exists (an interrupted run continues); --overwrite redoes it
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert (
+        _cli([str(tmp_path / "in" / "photo.jpg"), "--out", str(out)], tiny_official_checkpoint, tiny_depth_model) == 0
+    )
+    assert "nothing to do" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    assert (
+        _cli(
+            [str(tmp_path / "in" / "photo.jpg"), "--out", str(out), "--overwrite"],
+            tiny_official_checkpoint,
+            tiny_depth_model,
+        )
+        == 0
+    )
+    assert (out / "photo.png").stat().st_mtime_ns != stamps[out / "photo.png"]
 
 
-def test_cli_masks_from_given_depth(tiny_official_checkpoint, tmp_path):
+def test_cli_never_replaces_inputs(tiny_official_checkpoint, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        Image.fromarray(_image(30, 40)).save(tmp_path / folder / "x.png")
+    before = (tmp_path / "a" / "x.png").read_bytes()
+    assert _cli([str(tmp_path / "a"), "--out", str(tmp_path / "a")], tiny_official_checkpoint) == 1
+    assert "folder of inputs" in capsys.readouterr().err
+    assert (tmp_path / "a" / "x.png").read_bytes() == before
+    # two inputs with one name: stopped before any work, naming both
+    assert _cli([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o")], tiny_official_checkpoint) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "a" / "x.png") in err and str(tmp_path / "b" / "x.png") in err
+    assert not any((tmp_path / "o").glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-1"], "--batch-size"),
+        (["--input-size", "300"], "--input-size"),
+        (["--format", "jpeg"], "--format"),
+    ],
+)
+def test_cli_bad_flags_are_usage_errors(args, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pdfnet", "predict", "--out", str(tmp_path), *args], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_bad_locations_fail_before_any_work(tiny_official_checkpoint, tmp_path, capsys):
+    Image.fromarray(_image(30, 40)).save(tmp_path / "x.png")
+    (tmp_path / "empty").mkdir()
+    assert _cli([str(tmp_path / "empty")], tiny_official_checkpoint) == 1
+    assert "no images in" in capsys.readouterr().err
+    assert _cli([str(tmp_path / "nothing*.png")], tiny_official_checkpoint) == 1
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "file").write_text("not a folder")
+    assert _cli([str(tmp_path / "x.png"), "--out", str(tmp_path / "file")], tiny_official_checkpoint) == 1
+    assert "not a folder" in capsys.readouterr().err
+    for bad in (tmp_path / "empty.pth", tmp_path / "random.pth", tmp_path / "missing.pth"):
+        if bad.name != "missing.pth":
+            bad.write_bytes(b"" if bad.name == "empty.pth" else os.urandom(512))
+        assert _cli([str(tmp_path / "x.png"), "--out", str(tmp_path / "o")], str(bad)) == 1
+        err = capsys.readouterr().err
+        assert str(bad) in err and "Traceback" not in err and "weights_only" not in err
+
+
+def test_cli_masks_from_given_depth(tiny_official_checkpoint, tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "depth").mkdir()
     Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(tmp_path / "in" / "a.jpg")
+    Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(tmp_path / "in" / "b.jpg")
     Image.fromarray(np.tile(np.arange(40, dtype=np.uint8), (30, 1))).save(tmp_path / "depth" / "a.png")
-    args = ["predict", str(tmp_path / "in" / "*.jpg"), "--out", str(tmp_path / "out"), "--format", "both"]
-    args += ["--weights", tiny_official_checkpoint, "--depth", str(tmp_path / "depth"), "--input-size", "256"]
-    assert main(args + ["--device", "cpu"]) == 0
+    Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(tmp_path / "depth" / "b.png")  # the wrong size
+    args = [str(tmp_path / "in" / "*.jpg"), "--out", str(tmp_path / "out"), "--format", "both"]
+    assert _cli(args + ["--depth", str(tmp_path / "depth")], tiny_official_checkpoint) == 1
+    assert "b.png is 10x10 but" in capsys.readouterr().err
     mask = Image.open(tmp_path / "out" / "a_mask.png")
     assert mask.mode == "L" and mask.size == (40, 30)
     assert Image.open(tmp_path / "out" / "a_rgba.png").mode == "RGBA"
+    assert not (tmp_path / "out" / "b_mask.png").exists()
 
 
 def test_cli_default_is_the_bundled_photo(tiny_official_checkpoint, tiny_depth_model, tmp_path):

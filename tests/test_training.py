@@ -13,9 +13,10 @@ from conftest import DEPTH_FOLDERS, make_toy_dis5k
 
 from pdfnet import load_pdfnet
 from pdfnet.config import Config, ConfigError, load_config
-from pdfnet.data import DIS5KDataset, EpochSampler, augment_sample, collate
-from pdfnet.engine import NonFiniteLossError, lr_at, train
+from pdfnet.data.dataset import DIS5KDataset, EpochSampler, augment_sample, collate
 from pdfnet.io import ImageReadError
+from pdfnet.training.engine import NonFiniteLossError, train
+from pdfnet.training.schedule import lr_for_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -146,20 +147,76 @@ def test_config_files_load():
     assert (paper.optim.lr, paper.optim.weight_decay, paper.train.precision) == (1e-5, 1e-4, "fp16")
     assert load_config(ROOT / "configs" / "pdfnet_dis5k_release.yaml").model.variant == "release"
     # the schedule: cosine with warm-up, but lr = warm-up lr = min lr makes it constant, as the original
-    assert {lr_at(e, paper) for e in range(100)} == {1e-5}
-    custom = load_config(None, ["optim.lr=1e-3", "optim.min_lr=0", "optim.warmup_epochs=2", "optim.warmup_lr=0"])
-    assert lr_at(0, custom) == 0 and lr_at(1, custom) == pytest.approx(5e-4) and lr_at(99, custom) < 1e-5
+    assert {lr_for_epoch(e, paper) for e in range(100)} == {1e-5}
+
+
+def test_learning_rate_follows_timms_scheduler_one_epoch_behind():
+    """The original builds timm's scheduler with create_scheduler(args) and calls step(epoch) after each epoch:
+    epoch e trains with the scheduler's value at e - 1 (epoch 0 with its initial rate)."""
+    from types import SimpleNamespace
+
+    from timm.scheduler import create_scheduler
+
+    for warmup in (0, 3):
+        cfg = load_config(
+            None, ["optim.lr=1e-3", "optim.min_lr=1e-5", f"optim.warmup_epochs={warmup}", "optim.warmup_lr=1e-4"]
+        )
+        cfg = load_config(None, ["train.epochs=12"], base=cfg)
+        args = SimpleNamespace(
+            sched="cosine",
+            epochs=12,
+            lr=1e-3,
+            warmup_lr=1e-4,
+            min_lr=1e-5,
+            warmup_epochs=warmup,
+            decay_epochs=300,
+            cooldown_epochs=0,
+            patience_epochs=10,
+            decay_rate=0.1,
+        )
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        scheduler, _ = create_scheduler(args, optimizer)
+        trained_with = []
+        for epoch in range(12):  # the original's loop: train, then step
+            trained_with.append(optimizer.param_groups[0]["lr"])
+            scheduler.step(epoch)
+        assert [lr_for_epoch(e, cfg) for e in range(12)] == trained_with
+        assert len(set(trained_with)) > 5  # a schedule that changes
 
 
 @pytest.mark.parametrize(
     "override, message",
-    [("train.epoch=3", "unknown config key 'train.epoch'"), ("train.epochs=two", "train.epochs: expected an integer")],
+    [
+        ("train.epoch=3", "unknown config key 'train.epoch'"),
+        ("train.epochs=two", "train.epochs: expected an integer"),
+        ("train.epochs=0", "train.epochs: expected at least 1, got 0"),
+        ("train.accumulation=0", "train.accumulation: expected at least 1"),
+        ("train.precision=fp64", "train.precision: expected one of fp32, fp16, bf16, got 'fp64'"),
+        ("model.variant=v2", "model.variant: expected one of cvpr, release"),
+        ("data.augment=yes", "data.augment: expected true or false, got 'yes'"),
+        ("train.validate=on", "train.validate: expected true or false, got 'on'"),
+        ("data.input_size=300", "data.input_size: expected a multiple of 256"),
+        ("optim.lr=-1", "optim.lr: expected a positive number"),
+        ("data.num_workers=-2", "data.num_workers: expected 0 or more"),
+        ("model.init_from=x.pth", "model.init_from is now train.init_from"),
+        ("train.epochs=[1,", "override 'train.epochs=\\[1,'.*: not valid YAML"),
+    ],
 )
 def test_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(TINY, [override])
     result = run_train("--config", str(TINY), override)
-    assert result.returncode == 2 and message in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  variant: cvpr\n train:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml, line 3"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no config file"):
+        load_config(tmp_path / "missing.yaml")
 
 
 # ------------------------------------------------------------------------------------------------- the loop
@@ -183,7 +240,8 @@ def test_train_resume_is_exact(toy, tmp_path):
         assert [r["epoch"] for r in lines] == [1, 2]
         assert {"maxFm", "MAE"} <= set(lines[0]["val"]) and {"total", "depth"} <= set(lines[0]["train"])
     # the checkpoint is a plain state dict beside everything a run needs, and loads as a model
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config"} <= set(a)
+    assert {"model", "optimizer", "scaler", "epoch", "best_metric", "config"} <= set(a)
+    assert not {"rng", "scheduler"} & set(a)  # nothing stored that is never read
     model = load_pdfnet(tmp_path / "a" / "last.pt")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in a["model"].items())
 
@@ -217,7 +275,8 @@ def test_ddp_matches_one_process(tmp_path):
     assert ddp.returncode == 0, ddp.stderr
     one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
-    from pdfnet.engine import build_training_model, setup_runtime
+    from pdfnet.training.distributed import setup_runtime
+    from pdfnet.training.engine import build_training_model
 
     initial = build_training_model(load_config(TINY, [a for a in common[2:]]), setup_runtime("cpu")).state_dict()
     assert max((one[k] - initial[k]).abs().max().item() for k in one) > 1e-2  # the step moved the weights
@@ -232,7 +291,7 @@ def test_loss_falls_on_a_few_images(toy, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(toy, tmp_path, monkeypatch):
-    import pdfnet.engine as engine
+    import pdfnet.training.engine as engine
 
     cfg = tiny_config(toy, tmp_path, "train.epochs=3", "train.validate=false")
     real, calls = engine.pdfnet_loss, []
@@ -258,10 +317,68 @@ def test_hard_mining_trains_odd_epochs_on_the_hardest_half(toy, tmp_path):
 
 def test_fine_tune_from_the_authors_layout(toy, tmp_path, tiny_official_checkpoint):
     # the tiny checkpoint is the release version; a cvpr model takes everything but the depth head's inputs
-    from pdfnet.engine import build_training_model, setup_runtime
+    from pdfnet.training.distributed import setup_runtime
+    from pdfnet.training.engine import build_training_model
 
-    cfg = tiny_config(toy, tmp_path, f"model.init_from={tiny_official_checkpoint}", "model.variant=cvpr")
+    cfg = tiny_config(toy, tmp_path, f"train.init_from={tiny_official_checkpoint}", "model.variant=cvpr")
     model = build_training_model(cfg, setup_runtime("cpu"))
     reference = load_pdfnet(tiny_official_checkpoint).state_dict()
     assert torch.equal(model.state_dict()["decoder.heads.0.weight"], reference["decoder.heads.0.weight"])
     assert model.state_dict()["depth_decoder.shallow.weight"].shape[1] == 6  # cvpr's, fresh
+
+
+# ------------------------------------------------------------------------------------------ the run folder
+
+
+def test_a_finished_run_is_never_overwritten(toy, tmp_path):
+    common = ["--config", str(TINY), f"data.root={toy}", f"output_dir={tmp_path}", "train.validate=false"]
+    assert run_train(*common, "train.epochs=1").returncode == 0
+    best = (tmp_path / "best.pt").read_bytes()
+    again = run_train(*common, "train.epochs=1")
+    assert again.returncode == 1 and "--resume auto" in again.stderr and "fresh output_dir" in again.stderr
+    assert (tmp_path / "best.pt").read_bytes() == best
+    # settings that change results are refused on resume, naming them; harmless ones are logged
+    changed = run_train(*common, "train.epochs=2", "optim.lr=0.5", "--resume", "auto")
+    assert changed.returncode == 1 and "optim.lr: 0.001 -> 0.5" in changed.stderr
+    # overrides anywhere, also after --resume; without --config the stored settings are the base
+    resumed = run_train(f"output_dir={tmp_path}", "--resume", "auto", "train.epochs=2", "data.num_workers=0")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "train.epochs 1 -> 2" in resumed.stdout
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_two_trainings_in_one_folder_at_once_are_refused(toy, tmp_path):
+    from pdfnet.errors import OutputError
+    from pdfnet.io import FolderLock
+
+    with FolderLock(tmp_path, "training"):
+        with pytest.raises(OutputError, match="in use by another training run"):
+            train(tiny_config(toy, tmp_path, "train.validate=false"))
+
+
+def test_a_kill_between_writes_leaves_a_consistent_run(toy, tmp_path, monkeypatch):
+    import pdfnet.training.checkpointing as ckpt
+
+    cfg = tiny_config(toy, tmp_path, "train.epochs=2")
+    real = ckpt.save_checkpoint
+
+    def killed_at_last_of_epoch_2(state, path):
+        if path.name == "last.pt" and state["epoch"] == 2:
+            raise KeyboardInterrupt  # the process dies after best.pt, before last.pt
+        real(state, path)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", killed_at_last_of_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert last["epoch"] == 1 and [r["epoch"] for r in lines][: best["epoch"]] == list(range(1, best["epoch"] + 1))
+    assert best["best_metric"] == max(r["val"]["maxFm"] for r in lines[: best["epoch"]])
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary left behind
+    monkeypatch.setattr(ckpt, "save_checkpoint", real)
+    records = train(cfg, resume="auto")  # resuming recomputes epoch 2; metrics are not duplicated
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [2] and [r["epoch"] for r in lines] == [1, 2]
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["best_metric"] == max(r["val"]["maxFm"] for r in lines)

@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .io import IMAGE_SUFFIXES, ImageReadError, atomic_path, read_gray, write_text_atomic
-from .memory import keep_freed_memory
+from ..errors import EvaluationError, ImageReadError
+from ..io import atomic_path, is_listed, read_gray, write_text_atomic
+from ..memory import keep_freed_memory
 from .metrics import ImageScores, MaskCache, score_image, summarize
 
 METRIC_KEYS = ("maxFm", "meanFm", "adpFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "maxEm", "adpEm", "HCE", "n")
@@ -26,10 +27,6 @@ def default_cache_dir() -> Path:
     """``$PDFNET_CACHE`` or ``~/.cache/pdfnet``, plus ``masks``."""
     root = os.environ.get("PDFNET_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pdfnet"
     return Path(root) / "masks"
-
-
-class EvaluationError(RuntimeError):
-    """Predictions cannot be scored as asked (missing or unreadable files); the message names them."""
 
 
 @dataclass
@@ -45,8 +42,8 @@ def match_files(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> tuple
     for folder, what in ((pred_dir, "prediction"), (gt_dir, "mask")):
         if not folder.is_dir():
             raise EvaluationError(f"no {what} folder {folder}")
-    preds = {p.stem: p for p in sorted(pred_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    gts = [p for p in sorted(gt_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    preds = {p.stem: p for p in sorted(pred_dir.iterdir()) if is_listed(p)}
+    gts = [p for p in sorted(gt_dir.iterdir()) if is_listed(p)]
     if not gts:
         raise EvaluationError(f"no masks in {gt_dir}")
     pairs = [Pair(g.stem, preds[g.stem], g) for g in gts if g.stem in preds]
@@ -199,5 +196,5 @@ def plot_curves(scores: list[ImageScores], path: Path, title: str = "") -> None:
         fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .io import atomic_path
+from ..io import atomic_path
 
 EPS = np.spacing(1)  # MATLAB's eps, as pysodmetrics
 BETA2 = 0.3
@@ -92,9 +92,9 @@ class MaskCache:
             except (OSError, ValueError, KeyError):  # a damaged entry is recomputed
                 pass
         data = compute_mask_data(gt)
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(
-                tmp, shape=np.array(gt.shape), skeleton=np.packbits(data.skeleton), band_codes=data.band_codes
+                f, shape=np.array(gt.shape), skeleton=np.packbits(data.skeleton), band_codes=data.band_codes
             )
         return data
 

@@ -14,8 +14,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .fusion import check_variant
-from .model import PDFNetOutput, normalize_depth
+from ..config import check_variant
+from ..model.layers import resize
+from ..model.network import PDFNetOutput, normalize_depth
 
 # Weights of the deep supervision: the full-resolution output counts fully, every side output half.
 MAIN_WEIGHT, SIDE_WEIGHT = 1.0, 0.5
@@ -117,9 +118,20 @@ def silog_loss(prob: torch.Tensor, target: torch.Tensor, lambd: float = 0.5, eps
     return torch.sqrt(g.pow(2).mean(dim=1) - lambd * g.mean(dim=1).pow(2) + eps).mean()
 
 
+def iou_smoothing(variant: str) -> float:
+    """The IoU smoothing of the structure loss: 1 in ``release``, 1e-6 in ``cvpr``."""
+    return 1.0 if check_variant(variant) == "release" else 1e-6
+
+
+def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor, variant: str = "cvpr") -> torch.Tensor:
+    """structure + SSIM / 2 of one output (B, 1, H, W) against the mask (B, 1, H, W): the segmentation term of
+    each deeply supervised output, and the original's per-sample ranking for hard-sample mining."""
+    return structure_loss(logits, mask, iou_smoothing(variant)) + 0.5 * ssim_loss(logits.sigmoid(), mask)
+
+
 def _upsampled(logits: list[torch.Tensor], size: torch.Size) -> list[torch.Tensor]:
     # The loss resizes with align_corners=False, unlike the network (a difference of the original, kept).
-    return [x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear") for x in logits]
+    return [resize(x, size, align_corners=False) for x in logits]
 
 
 def _deep_supervision(terms: list[torch.Tensor]) -> torch.Tensor:
@@ -146,11 +158,8 @@ def pdfnet_loss(
     check_variant(variant)
     mask = mask.float()
     depth = normalize_depth(depth_target.float())
-    iou_smooth = 1.0 if variant == "release" else 1e-6
     logits = _upsampled([x.float() for x in output.logits], mask.shape[-2:])
-    segmentation = _deep_supervision(
-        [structure_loss(x, mask, iou_smooth) + 0.5 * ssim_loss(x.sigmoid(), mask) for x in logits]
-    )
+    segmentation = _deep_supervision([segmentation_loss(x, mask, variant) for x in logits])
     integrity = _deep_supervision([integrity_prior_loss(x.sigmoid(), depth, mask, variant=variant) for x in logits])
     if output.depth_logits is None:
         depth_term = torch.zeros((), device=mask.device)

@@ -6,6 +6,7 @@ Our module names say what each part does; the authors' are kept only here, as a 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -14,8 +15,10 @@ from dataclasses import replace
 
 import torch
 
-from .config import ModelConfig, config_from_dict
-from .model import PDFNet, build_pdfnet
+from ..config import ModelConfig, config_from_dict
+from ..errors import CheckpointError, ConfigError
+from .network import PDFNet, build_pdfnet
+from .state_dict import load_matching, read_weights, unwrap_state_dict
 
 # Keys of the authors' state dict that hold no weights of ours: index buffers the Swin attention recomputes
 # from its window size, and the fixed Sobel kernels of their loss module.
@@ -66,35 +69,25 @@ def to_official_state_dict(model: PDFNet) -> dict[str, torch.Tensor]:
     return {official_key(k): v for k, v in model.state_dict().items()}
 
 
-def unwrap_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
-    """The bare state dict inside a checkpoint: accepts ``{"model": sd}``, ``{"state_dict": sd}`` and the
-    ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
-    for wrapper in ("model", "state_dict"):
-        if wrapper in obj and isinstance(obj[wrapper], Mapping):
-            obj = obj[wrapper]
-    out = {}
-    for k, v in obj.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
-
-
 def infer_variant(state_dict: Mapping[str, torch.Tensor], variant: str | None) -> tuple[str, bool]:
     """(variant, has depth head) of an authors'-layout state dict.
 
     The depth head's shallow convolution sees 6 channels (image and depth) in ``cvpr`` and 3 in ``release``;
     without a depth head the variant cannot be told and defaults to ``release``, the published version.
+
+    Raises:
+        CheckpointError: the depth head has another shape, or ``variant`` contradicts it.
     """
     shallow = state_dict.get("depth_decoder.shallow.0.weight")
     if shallow is None:
         return variant or "release", False
-    found = {6: "cvpr", 3: "release"}.get(shallow.shape[1])
+    found = {6: "cvpr", 3: "release"}.get(shallow.shape[1]) if shallow.ndim == 4 else None
     if found is None:
-        raise ValueError(f"depth_decoder.shallow.0.weight has {shallow.shape[1]} input channels; expected 6 or 3")
+        raise CheckpointError(
+            f"depth_decoder.shallow.0.weight has shape {tuple(shallow.shape)}; expected 6 or 3 inputs"
+        )
     if variant is not None and variant != found:
-        raise ValueError(
+        raise CheckpointError(
             f"variant={variant!r} contradicts the checkpoint: its depth head (depth_decoder.shallow.0.weight with "
             f"{shallow.shape[1]} input channels) is the {found!r} version's"
         )
@@ -105,6 +98,9 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     """The network sizes of an authors'-layout state dict, read off its shapes (Swin-B PDFNet for theirs).
 
     The patch grid cannot be read off weights and stays 8.
+
+    Raises:
+        CheckpointError: a tensor the architecture is read from is missing or misshapen.
     """
     try:
         embed_dim = state_dict["encoder.patch_embed.proj.weight"].shape[0]
@@ -124,7 +120,7 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
             dim=state_dict["channel_mix1.0.weight"].shape[0],
         )
     except (KeyError, IndexError) as e:
-        raise KeyError(f"not a PDFNet checkpoint in the authors' layout: cannot find {e}") from e
+        raise CheckpointError(f"not a PDFNet checkpoint in the authors' layout: cannot find {e}") from None
 
 
 def load_official_checkpoint(
@@ -133,7 +129,8 @@ def load_official_checkpoint(
     """Build a :class:`PDFNet` from a checkpoint in the authors' key layout, in eval mode.
 
     Args:
-        path_or_state_dict: a file written by the authors' code (e.g. ``PDFNet_Best.pth``) or its state dict.
+        path_or_state_dict: a file written by the authors' code (e.g. ``PDFNet_Best.pth``, or its
+            ``.safetensors`` conversion) or its state dict.
         variant: "release" or "cvpr"; told from the depth head's shapes when there is one (and then an error
             if it contradicts them), else "release" unless given.
 
@@ -141,32 +138,45 @@ def load_official_checkpoint(
     in the authors' layout load too.
 
     Raises:
-        KeyError: keys missing from or unexpected in the checkpoint, each named.
-        ValueError: shapes that do not match, each named, or a contradicting variant.
+        CheckpointError: an unreadable file, keys missing from or unexpected in the checkpoint, shapes that do
+            not match (each named), or a contradicting variant.
     """
     if isinstance(path_or_state_dict, Mapping):
-        state = unwrap_state_dict(path_or_state_dict)
+        state, name = unwrap_state_dict(path_or_state_dict), "checkpoint"
     else:
-        state = unwrap_state_dict(torch.load(path_or_state_dict, map_location="cpu", weights_only=True))
+        name = os.fspath(path_or_state_dict)
+        state = unwrap_state_dict(read_weights(name))
+    try:
+        return _build_official(state, variant, name)
+    except CheckpointError as e:
+        raise _named(e, name) from None
+
+
+def _build_official(state: Mapping[str, torch.Tensor], variant: str | None, name: str) -> PDFNet:
     variant, depth_head = infer_variant(state, variant)
     cfg = replace(infer_architecture(state), variant=variant, depth_head=depth_head)
     model = build_pdfnet(cfg)
     ours = {official_key(k): k for k in model.state_dict()}
-    _checked_load(model, {k: v for k, v in state.items() if not _RECOMPUTED.search(k)}, ours, "checkpoint")
+    _checked_load(model, {k: v for k, v in state.items() if not _RECOMPUTED.search(k)}, ours, "the checkpoint's")
     return model.eval()
+
+
+def _named(error: CheckpointError, name: str) -> CheckpointError:
+    """The error with the file's name in front, unless it is there already."""
+    text = str(error)
+    return error if name in text else CheckpointError(f"{name}: {text}")
 
 
 def _checked_load(model: PDFNet, state: Mapping[str, torch.Tensor], names: dict[str, str], source: str) -> None:
     """Load ``state`` (keys as in ``names``, which maps them to the model's own) strictly.
 
     Raises:
-        KeyError: naming every missing and unexpected key.
-        ValueError: naming every key whose shape differs.
+        CheckpointError: naming every missing and unexpected key, or every key whose shape differs.
     """
     missing = sorted(set(names) - set(state))
     unexpected = sorted(set(state) - set(names))
     if missing or unexpected:
-        raise KeyError(_describe(f"{source} keys do not match PDFNet", missing=missing, unexpected=unexpected))
+        raise CheckpointError(_describe(f"{source} keys do not match PDFNet", missing=missing, unexpected=unexpected))
     reference = model.state_dict()
     wrong = [
         f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(reference[ours].shape)}"
@@ -174,7 +184,7 @@ def _checked_load(model: PDFNet, state: Mapping[str, torch.Tensor], names: dict[
         if tuple(state[k].shape) != tuple(reference[ours].shape)
     ]
     if wrong:
-        raise ValueError(_describe(f"{source} shapes do not match PDFNet", shapes=wrong))
+        raise CheckpointError(_describe(f"{source} shapes do not match PDFNet", shapes=wrong))
     model.load_state_dict({ours: state[k] for k, ours in names.items()})
 
 
@@ -192,39 +202,89 @@ def is_official_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("decoder.FSE_mix.") for k in state_dict)
 
 
+def stored_config(checkpoint: Mapping) -> dict | None:
+    """The run config stored with one of our checkpoints (a ``.pt`` dict's ``config``, or the JSON in a
+    ``.safetensors`` file's metadata), or None."""
+    stored = checkpoint.get("config")
+    if isinstance(stored, Mapping):
+        return dict(stored)
+    metadata = checkpoint.get("__metadata__")
+    if isinstance(metadata, Mapping) and "config" in metadata:
+        try:
+            parsed = json.loads(metadata["config"])
+        except (TypeError, ValueError):
+            return None
+        return parsed if isinstance(parsed, dict) else None
+    return None
+
+
 def model_config_from_checkpoint(checkpoint: Mapping) -> ModelConfig:
     """The model config stored in one of our checkpoints (read and checked like a config file), or the
     default when there is none."""
-    stored = checkpoint.get("config")
-    return config_from_dict(dict(stored)).model if isinstance(stored, Mapping) else ModelConfig()
+    stored = stored_config(checkpoint)
+    return config_from_dict(stored).model if stored is not None else ModelConfig()
 
 
 def load_pdfnet(
     path_or_checkpoint: str | os.PathLike | Mapping, variant: str | None = None, eval_mode: bool = True
 ) -> PDFNet:
-    """A :class:`PDFNet` from any checkpoint: ours (a dict with ``model`` and ``config``) or the authors' layout.
+    """A :class:`PDFNet` from any checkpoint: ours (a dict with ``model`` and ``config``), the authors' layout,
+    or either converted to ``.safetensors``.
 
     Args:
         path_or_checkpoint: a file or an already loaded checkpoint / state dict.
         variant: for the authors' layout, as :func:`load_official_checkpoint`; for ours, an error if it
             contradicts the stored config.
+
+    Raises:
+        CheckpointError: naming the file and what is wrong with it.
     """
     if isinstance(path_or_checkpoint, Mapping):
-        checkpoint = path_or_checkpoint
-        name = "checkpoint"
+        checkpoint, name = path_or_checkpoint, "checkpoint"
     else:
         name = os.fspath(path_or_checkpoint)
-        if not os.path.exists(name):
-            raise FileNotFoundError(f"no checkpoint at {name}")
-        checkpoint = torch.load(name, map_location="cpu", weights_only=True)
+        checkpoint = read_weights(name)
+    try:
+        model = _build(checkpoint, variant, name)
+    except CheckpointError as e:
+        raise _named(e, name) from None
+    return model.eval() if eval_mode else model.train()
+
+
+def _build(checkpoint: Mapping, variant: str | None, name: str) -> PDFNet:
     state = unwrap_state_dict(checkpoint)
+    if not state:
+        raise CheckpointError("holds no tensors: not a PDFNet checkpoint")
     if is_official_layout(state):
-        model = load_official_checkpoint(state, variant=variant)
-        return model.eval() if eval_mode else model.train()
-    cfg = model_config_from_checkpoint(checkpoint)
+        return _build_official(state, variant, name)
+    try:
+        cfg = model_config_from_checkpoint(checkpoint)
+    except ConfigError as e:
+        raise CheckpointError(f"its stored config is invalid ({e})") from None
     has_depth_head = any(k.startswith("depth_decoder.") for k in state)
     if variant is not None and variant != cfg.variant:
-        raise ValueError(f"variant={variant!r} contradicts {name}, which holds a {cfg.variant!r} model")
-    model = build_pdfnet(replace(cfg, depth_head=has_depth_head, init_from=None))
-    _checked_load(model, state, {k: k for k in model.state_dict()}, name)
-    return model.eval() if eval_mode else model.train()
+        raise CheckpointError(f"variant={variant!r} contradicts it: it holds a {cfg.variant!r} model")
+    model = build_pdfnet(replace(cfg, depth_head=has_depth_head))
+    _checked_load(model, state, {k: k for k in model.state_dict()}, "the checkpoint's")
+    return model
+
+
+def init_from_checkpoint(model: PDFNet, path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Copy every tensor of a PDFNet checkpoint (ours or the authors') whose name and shape match, as the
+    original's fine-tuning does: e.g. the published ``release`` weights into a ``cvpr`` model keep everything
+    but the depth head's first convolutions.
+
+    Returns:
+        (names loaded, names left fresh).
+
+    Raises:
+        CheckpointError: an unreadable file, or no tensor matches.
+    """
+    state = unwrap_state_dict(read_weights(path))
+    own = model.state_dict()
+    if is_official_layout(state):
+        state = {k: state[official_key(k)] for k in own if official_key(k) in state}
+    try:
+        return load_matching(model, state)
+    except ValueError:
+        raise CheckpointError(f"{os.fspath(path)}: no tensor matches the model (not a PDFNet checkpoint?)") from None

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
-from .layers import linear, tracks_grad
+from .fastpath import fastpath_enabled, in_place_ok, is_plain, linear
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -162,17 +162,22 @@ Layout = WindowLayout | SingleWindow
 
 
 def stage_layout(B: int, H: int, W: int, window: int, shift: int, device: torch.device) -> Layout:
-    """The cheapest exact layout of B maps of H x W: :class:`SingleWindow` where a map fits one window."""
-    if H <= window and W <= window:
+    """The layout of B maps of H x W: :class:`WindowLayout`, or with the fast paths on the cheaper but equal
+    :class:`SingleWindow` where a map fits one window."""
+    if fastpath_enabled() and H <= window and W <= window:
         return single_window(H, W, window, shift, device)
     return window_layout(B, H, W, window, shift, device)
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside windows with a learned relative position bias.
+    """Multi-head self-attention inside (shifted) windows with a learned relative position bias, between its
+    token projections ``qkv`` and ``proj`` (Microsoft's names).
 
-    Holds the token projections ``qkv`` and ``proj`` (Microsoft's names) but applies neither: the block runs
-    them on real tokens only, and :meth:`forward` is the attention between them.
+    The original pads the normed map with zeros up to whole windows, rolls it, partitions it and projects every
+    token. A zero token projects to the bias alone, so only the real tokens go through ``qkv`` and the padding
+    takes qkv(0): the same numbers at a fraction of the cost on maps much smaller than a window. Pad, roll and
+    partition are one gather (:class:`WindowLayout`); the output projection is per token, so it runs after the
+    way back, on real tokens only.
 
     Args:
         dim: channels.
@@ -203,12 +208,25 @@ class WindowAttention(nn.Module):
         token projects to the bias alone."""
         return self.qkv(like.new_zeros(self.qkv.in_features))
 
-    def forward(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        """qkv: (nW * B, N, 3C) projected tokens in ``layout``'s window order -> (nW * B, N, C), the attention
-        output before the output projection."""
-        Bw, N, C3 = qkv.shape
-        C = C3 // 3
-        q, k, v = qkv.view(Bw, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    def forward(self, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+        """x: (B, H, W, C) normed tokens; layout: :func:`stage_layout` of x for this block's shift. Returns
+        (B, H, W, C), the projected attention output."""
+        B, H, W, C = x.shape
+        qkv = linear(self.qkv, x)
+        if isinstance(layout, SingleWindow):
+            out = self._attend_single(qkv.view(B, H * W, 3 * C), layout)
+        else:
+            out = self._attend_windows(qkv.view(B * H * W, 3 * C), layout)
+        return linear(self.proj, out.view(B, H, W, C))
+
+    def _attend_windows(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """(B * H * W, 3C) projected real tokens in map order -> (B * H * W, C) attention outputs, in map order."""
+        C = qkv.shape[1] // 3
+        windows = qkv.index_select(0, layout.gather)  # pad, roll and partition: (nW * B * N, 3C)
+        if layout.pad is not None:
+            windows[layout.pad] = self.padding_qkv(qkv)
+        N = self.window**2
+        q, k, v = windows.view(-1, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias().to(q.dtype)  # (heads, N, N)
         outs = []
         for (first, end), mask in zip(layout.groups, layout.masks):
@@ -217,9 +235,10 @@ class WindowAttention(nn.Module):
             out = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=group_bias)
             outs.append(out.transpose(1, 2))  # (rows, N, heads, head_dim)
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
-        return out.reshape(Bw, N, C)
+        # back to the map, real tokens only
+        return out.reshape(-1, C).index_select(0, layout.scatter)
 
-    def forward_single(self, qkv: torch.Tensor, layout: SingleWindow) -> torch.Tensor:
+    def _attend_single(self, qkv: torch.Tensor, layout: SingleWindow) -> torch.Tensor:
         """qkv: (B, L, 3C) projected real tokens of maps that fit one window, in map order -> (B, L, C), the
         attention output before the output projection."""
         B, L, C3 = qkv.shape
@@ -258,37 +277,21 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, layout: Layout) -> torch.Tensor:
         """x: (B, H, W, C); layout: :func:`stage_layout` of x for this block's shift. Returns (B, H, W, C)."""
-        B, H, W, C = x.shape
-        qkv = linear(self.norm1(x), self.attn.qkv)
-        if isinstance(layout, SingleWindow):
-            out = self.attn.forward_single(qkv.view(B, H * W, 3 * C), layout)
-        else:
-            out = self._windowed_attention(qkv.view(B * H * W, 3 * C), layout)
-        x = self._residual(x, linear(out.view(B, H, W, C), self.attn.proj))
-        # timm's Mlp (fc1, GELU, fc2; its dropouts and norm are identities here), through the fused linear
-        hidden = linear(self.norm2(x), self.mlp.fc1, gelu=True)
-        return self._residual(x, linear(hidden, self.mlp.fc2))
+        x = self._residual(x, self.attn(self.norm1(x), layout))
+        return self._residual(x, self._mlp(self.norm2(x)))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if fastpath_enabled() and is_plain(self.mlp, Mlp) and is_plain(self.mlp.act, nn.GELU):
+            # timm's Mlp is fc1, GELU, fc2 here (its dropouts are off, its norm an identity): the GELU fuses
+            return linear(self.mlp.fc2, linear(self.mlp.fc1, x, gelu=True))
+        return self.mlp(x)
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        """x + drop_path(branch); at inference summed into the fresh ``branch``: the same numbers without
-        another token-sized buffer per residual."""
-        if self.training or tracks_grad(x, branch):
+        """x + drop_path(branch); at inference (a fast path) summed into the fresh ``branch``: the same numbers
+        without another token-sized buffer per residual."""
+        if self.training or not in_place_ok(x, branch):
             return x + self.drop_path(branch)
         return branch.add_(x)
-
-    def _windowed_attention(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        """(B * H * W, 3C) projected real tokens -> (B * H * W, C) attention outputs, in map order."""
-        C = qkv.shape[1] // 3
-        # The original pads the normed map with zeros up to whole windows, rolls it, partitions it, and projects
-        # every token. A zero token projects to the bias alone, so only the real tokens go through the linear
-        # layer and the padding takes qkv(0): the same numbers at a fraction of the cost on maps much smaller
-        # than a window. Pad, roll and partition are one gather.
-        windows = qkv.index_select(0, layout.gather)
-        if layout.pad is not None:
-            windows[layout.pad] = self.attn.padding_qkv(qkv)
-        out = self.attn(windows.view(-1, self.window**2, 3 * C), layout)
-        # back to the map, real tokens only; the output projection is per token, so it follows the gather
-        return out.view(-1, C).index_select(0, layout.scatter)
 
 
 class PatchMerging(nn.Module):

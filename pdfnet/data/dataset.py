@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageEnhance
 from torch.utils.data import Dataset, Sampler
 
-from .dis5k import find_by_stem, mask_dir, split_images
-from .io import read_gray, read_image
-from .predictor import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import DatasetError
+from ..io import read_gray, read_image
+from ..model.layers import resize
+from .layout import find_by_stem, mask_dir, split_images
+from .processing import gray_to_tensor, mask_to_tensor, normalize_image, resize_image
 
 
 def derive_seed(*parts: int) -> int:
@@ -56,7 +57,7 @@ class DIS5KDataset(Dataset):
     (original H, W) and ``index``.
 
     Raises:
-        FileNotFoundError: a mask or depth map is missing, naming the file and, for depth, the command that
+        DatasetError: a mask or depth map is missing, naming the file and, for depth, the command that
             makes it.
     """
 
@@ -85,12 +86,12 @@ class DIS5KDataset(Dataset):
         for image in split_images(self.root, self.split):
             mask = find_by_stem(masks, image.stem)
             if mask is None:
-                raise FileNotFoundError(f"no mask for {image} in {masks}")
+                raise DatasetError(f"no mask for {image} in {masks}")
             depths = {}
             for folder in sorted(folders):
                 path = find_by_stem(self.root / self.split / folder, image.stem)
                 if path is None:
-                    raise FileNotFoundError(
+                    raise DatasetError(
                         f"no depth map for {image} in {self.root / self.split / folder}; make it with: "
                         f"python depth_prep/prepare_depth.py --data-root {self.root} --splits {self.split} "
                         f"{_depth_prep_args(folder)}"
@@ -98,7 +99,7 @@ class DIS5KDataset(Dataset):
                 depths[folder] = path
             samples.append(SampleFiles(image, mask, depths))
         if not samples:
-            raise FileNotFoundError(f"no images in split {self.split} under {self.root}")
+            raise DatasetError(f"no images in split {self.split} under {self.root}")
         return samples
 
     def __len__(self) -> int:
@@ -117,18 +118,15 @@ class DIS5KDataset(Dataset):
         S = (self.input_size, self.input_size)
         image = read_image(files.image)
         size = image.shape[:2]
-        # resizing as the original loader: bilinear with aligned corners, nearest for the mask
-        image = _resize(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, S)
-        mask = F.interpolate(torch.from_numpy(read_gray(files.mask))[None, None].float() / 255.0, S, mode="nearest")[0]
+        # made as the original loader makes them: 8-bit bilinear resizing with aligned corners, nearest for masks
+        image = resize_image(image, S)
+        mask = mask_to_tensor(read_gray(files.mask), S)
         pick = int(torch.randint(len(self.depth_folders), (1,), generator=gen)) if len(self.depth_folders) > 1 else 0
-        depth = _resize(torch.from_numpy(read_gray(files.depths[self.depth_folders[pick]]))[None].float() / 255.0, S)
-        if self.target_depth:
-            target = _resize(torch.from_numpy(read_gray(files.depths[self.target_depth]))[None].float() / 255.0, S)
-        else:
-            target = depth.clone()
+        depth = gray_to_tensor(read_gray(files.depths[self.depth_folders[pick]]), S)
+        target = gray_to_tensor(read_gray(files.depths[self.target_depth]), S) if self.target_depth else depth.clone()
         if self.augment:
             image, mask, depth, target = augment_sample(image, mask, depth, target, gen)
-        image = TF.normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+        image = normalize_image(image)
         return {
             "image": image,
             "mask": mask,
@@ -157,13 +155,6 @@ def _depth_prep_args(folder: str) -> str:
     model = {"depth_small": "small", "depth_base": "base"}.get(folder, "large")
     extra = " --input-size 1024" if folder.endswith("_1024") else ""
     return f"--model {model} --out-name {folder}{extra}"
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, H, W) bilinear with aligned corners."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=True)[0]
 
 
 def _chance(gen: torch.Generator, p: float) -> bool:
@@ -223,7 +214,7 @@ def augment_sample(
         _, H, W = maps[0].shape
         crop_w, crop_h = _randint(gen, W - 30, W), _randint(gen, H - 30, H)
         top, left = (H - crop_h) // 2, (W - crop_w) // 2
-        maps = [_resize(m[:, top : top + crop_h, left : left + crop_w], (H, W)) for m in maps]
+        maps = [resize(m[None, :, top : top + crop_h, left : left + crop_w], (H, W))[0] for m in maps]
     return tuple(maps)  # type: ignore[return-value]
 
 

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
-from .config import ModelConfig
-from .fusion import FSE, check_variant
+from ..config import ModelConfig, check_variant
+from .fastpath import fastpath_enabled
+from .fusion import FSE
 from .layers import ConvNormAct, resize, resize_like, space_to_depth, stored_channels_last
 from .patch import merge_patches, split_patches
 from .swin import SwinEncoder
@@ -35,11 +36,6 @@ class PDFNetOutput:
 
     logits: list[torch.Tensor]
     depth_logits: list[torch.Tensor] | None = None
-
-    @property
-    def prediction(self) -> torch.Tensor:
-        """(B, 1, H, W) full-resolution logits."""
-        return self.logits[0]
 
 
 class PDFNetDecoder(nn.Module):
@@ -88,7 +84,11 @@ class PDFNetDecoder(nn.Module):
             prev = (img, dep, pat)
 
         # mix: (B, dim, H/4, W/4) after the finest stage
-        shallow = self.shallow_branch(image, depth)
+        if fastpath_enabled():
+            shallow = self.shallow_branch(image, depth)
+        else:  # the original's two layers over the 4x upsampled image and depth
+            up = resize(torch.cat([image, depth], dim=1), (4 * H, 4 * W))
+            shallow = self.shallow_refine(self.shallow_embed(up))
         half = (2 * mix.shape[-2], 2 * mix.shape[-1])
         # (the resized maps are fresh tensors: summing into them saves two image-sized buffers)
         x = self.upsample1(resize(mix, half).add_(resize(shallow, half)))
@@ -283,9 +283,12 @@ class PDFNet(nn.Module):
         return PDFNetOutput(logits=logits, depth_logits=depth_logits)
 
     def _use_channels_last(self, device: torch.device) -> bool:
-        # Channels-last on the CPU: its convolutions, norms and token views are faster that way (a 1024-pixel
-        # forward on 2 cores: see scripts/benchmark.py). Elsewhere the default layout, as measured on GPUs.
-        return device.type == "cpu" if self.channels_last is None else self.channels_last
+        # Channels-last on the CPU (a fast path): its convolutions, norms and token views are faster that way
+        # (a 1024-pixel forward on 2 cores: see scripts/benchmark.py). Elsewhere the default layout, as
+        # measured on GPUs.
+        if self.channels_last is not None:
+            return self.channels_last
+        return device.type == "cpu" and fastpath_enabled()
 
     def _check_inputs(self, image: torch.Tensor, depth: torch.Tensor) -> None:
         if image.ndim != 4 or image.shape[1] != 3:

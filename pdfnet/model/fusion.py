@@ -6,17 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import check_variant
 from .layers import ConvNormAct, RMSNorm, SwiGLU, resize_like
 from .patch import expand_cells, patch_means
-
-VARIANTS = ("cvpr", "release")
-
-
-def check_variant(variant: str) -> str:
-    """``variant`` if it names a version of the original, else a ValueError listing them."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-    return variant
 
 
 class CoA(nn.Module):
@@ -47,10 +39,9 @@ class CoA(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def _branch(self, x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
-        drop = self.dropout if self.training else 0.0
         if self.norm_after_dropout:
-            return norm(F.dropout(x, drop, self.training))
-        return F.dropout(norm(x), drop, self.training)
+            return norm(F.dropout(x, self.dropout, self.training))
+        return F.dropout(norm(x), self.dropout, self.training)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         wq, wk, wv = self.in_proj_weight.chunk(3)

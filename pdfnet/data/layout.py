@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import IMAGE_SUFFIXES, list_images
+from ..errors import DatasetError
+from ..io import IMAGE_SUFFIXES, list_images
 
 IMAGE_DIRS = ("images", "im")
 MASK_DIRS = ("masks", "gt")
@@ -20,7 +21,9 @@ def _first_existing(split_dir: Path, names: tuple[str, ...], what: str) -> Path:
     for name in names:
         if (split_dir / name).is_dir():
             return split_dir / name
-    raise FileNotFoundError(f"no {what} folder in {split_dir} (looked for {', '.join(names)})")
+    if not split_dir.is_dir():
+        raise DatasetError(f"no split folder {split_dir}")
+    raise DatasetError(f"no {what} folder in {split_dir} (looked for {', '.join(names)})")
 
 
 def image_dir(root: str | Path, split: str) -> Path:

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 import torch
 
-from .checkpoint import unwrap_state_dict
+from ..errors import CheckpointError
+from .state_dict import load_matching, read_weights, unwrap_state_dict
 from .swin import SwinEncoder
 
 MICROSOFT_SWIN_B = "swin_base_patch4_window12_384_22kto1k.pth"
@@ -48,8 +49,8 @@ def load_swin_weights(encoder: SwinEncoder, source: str | os.PathLike | Mapping)
         (names loaded, names of the encoder left as initialised).
 
     Raises:
-        FileNotFoundError: no such file, with where to get it.
-        ValueError: nothing in the source matches the encoder.
+        CheckpointError: no such file (saying where to get it), an unreadable file, or nothing in it matches the
+            encoder.
     """
     if isinstance(source, Mapping):
         state = unwrap_state_dict(source)
@@ -59,17 +60,17 @@ def load_swin_weights(encoder: SwinEncoder, source: str | os.PathLike | Mapping)
         state = timm.create_model(str(source)[len("timm:") :], pretrained=True).state_dict()
     else:
         if not os.path.exists(source):
-            raise FileNotFoundError(
+            raise CheckpointError(
                 f"no Swin weights at {source}: download Microsoft's {MICROSOFT_SWIN_B} (the Swin Transformer "
-                f"release on GitHub) into checkpoints/, or set model.pretrained_backbone=timm:{TIMM_SWIN_B} "
+                f"release on GitHub) into checkpoints/, or set train.pretrained_backbone=timm:{TIMM_SWIN_B} "
                 "(downloads through timm), or null to start from random weights"
             )
-        state = unwrap_state_dict(torch.load(source, map_location="cpu", weights_only=True))
+        state = unwrap_state_dict(read_weights(source))
     if is_timm_layout(state):
         state = convert_timm_swin(state)
-    own = encoder.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    if not matched:
-        raise ValueError(f"no tensor of {source} matches the Swin encoder (wrong file or architecture?)")
-    encoder.load_state_dict(matched, strict=False)
-    return sorted(matched), sorted(set(own) - set(matched))
+    try:
+        return load_matching(encoder, state)
+    except ValueError:
+        raise CheckpointError(
+            f"no tensor of {source} matches the Swin encoder (not Swin weights, or another Swin size)"
+        ) from None

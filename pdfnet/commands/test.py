@@ -1,0 +1,53 @@
+"""``pdfnet test``: predict dataset splits with a checkpoint as the authors' Test.py does, and score them."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import add_device_options, input_size, non_negative_int, positive_int
+
+HELP = "predict and score DIS splits with a checkpoint"
+EXAMPLES = """examples:
+  pdfnet test --checkpoint checkpoints/PDFNet_Best.pth --data-root data/DIS5K --out runs/test --tta
+  pdfnet test --checkpoint runs/pdfnet/best.pt --data-root data/DIS5K --splits DIS-VD --out runs/vd"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Predict every image of each split (8-bit PNGs at each image's size under OUT/preds/<split>/, as the "
+        "authors' Test.py writes them) and score them: OUT/<split>.json, OUT/metrics.json, OUT/results.md."
+    )
+    p.epilog = EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--checkpoint", required=True, help="ours (last.pt, best.pt, .safetensors) or the authors' .pth")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--splits", nargs="+", default=["DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4"])
+    p.add_argument("--out", required=True, help="folder for predictions, per-split results and the table")
+    p.add_argument("--tta", action="store_true", help="flips x scales 0.75, 1, 1.25 (the authors' protocol)")
+    p.add_argument("--batch-size", type=positive_int, default=1)
+    p.add_argument("--variant", choices=["release", "cvpr"], help="override the checkpoint's version")
+    p.add_argument("--input-size", type=input_size, default=1024)
+    p.add_argument("--depth-folder", default="depth_large", help="the depth maps beside each split's images")
+    p.add_argument("--workers", type=positive_int, help="scoring processes (default: all cores)")
+    p.add_argument("--loader-workers", type=non_negative_int, default=2, help="image reading processes")
+    p.add_argument("--cache-dir", default="default", help="mask cache for the metrics")
+    add_device_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.testing import TestOptions, run_test
+
+    options = TestOptions(
+        tta=args.tta,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        variant=args.variant,
+        device=args.device,
+        input_size=args.input_size,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        depth_folder=args.depth_folder,
+        loader_workers=args.loader_workers,
+    )
+    run_test(args.checkpoint, args.data_root, args.splits, args.out, options)
+    return 0

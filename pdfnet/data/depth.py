@@ -1,0 +1,270 @@
+"""Pseudo-depth from Depth-Anything-V2: the depth PDFNet takes as its second input.
+
+The network and its weights come through transformers (``AutoModelForDepthEstimation``); the pre- and
+post-processing are Depth-Anything-V2's own ``infer_image``, which the authors' depth notebook calls:
+
+- the RGB image scaled to [0, 1] (float64), resized with OpenCV's bicubic interpolation to the "lower bound"
+  size: the aspect ratio kept, the shorter side at least ``input_size`` (518 by default), both sides rounded to
+  multiples of 14 (:func:`lower_bound_size`);
+- ImageNet normalisation, then float32;
+- the network's relative depth resized back to the image's size, bilinear with aligned corners;
+- min-max normalised per image; the stored map is ``round(255 d)`` (the notebook's ``cv2.imwrite``).
+
+transformers' own image processor (antialiased resampling, other sizes) is not used: it gives the network a
+different input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DepthModelError, InputError
+from ..runtime import IMAGENET_MEAN, IMAGENET_STD, PRECISIONS, check_precision
+
+DEPTH_MODELS = {
+    "small": "depth-anything/Depth-Anything-V2-Small-hf",
+    "base": "depth-anything/Depth-Anything-V2-Base-hf",
+    "large": "depth-anything/Depth-Anything-V2-Large-hf",
+}
+DEFAULT_DEPTH_MODEL = "large"
+# The weights' licences: Small is Apache-2.0; Base and Large are for non-commercial use only.
+DEPTH_LICENSES = {"small": "Apache-2.0", "base": "CC-BY-NC-4.0", "large": "CC-BY-NC-4.0"}
+LICENSE_NOTE = (
+    "Depth-Anything-V2-Base and -Large (the default, as in the paper) are licensed CC-BY-NC-4.0, for "
+    "non-commercial use only; Depth-Anything-V2-Small is Apache-2.0: use --depth-model small for commercial work."
+)
+# The depth model's input is at most this many times input_size^2 pixels: far thinner images (a 3x500 sliver
+# gives a 518x86333 input) would need tens of gigabytes of attention.
+MAX_INPUT_AREA = 8
+PATCH = 14
+
+
+def resolve_depth_model(name_or_path: str) -> str:
+    """``small``/``base``/``large`` to their Hugging Face repos; anything else (a repo or a folder) unchanged."""
+    return DEPTH_MODELS.get(name_or_path.lower(), name_or_path)
+
+
+def lower_bound_size(height: int, width: int, input_size: int = 518, multiple: int = PATCH) -> tuple[int, int]:
+    """(h, w) of Depth-Anything-V2's input for an image of ``height`` x ``width``: scaled by one factor so that
+    both sides are at least ``input_size``, each then rounded to a multiple of ``multiple`` (half to even, as
+    NumPy rounds), or rounded up where rounding would fall below ``input_size``. Examples: 480x640 -> 518x686,
+    1200x1600 at 1024 -> 1036x1372."""
+    scale = max(input_size / height, input_size / width)
+
+    def constrain(x: float) -> int:
+        y = int(np.round(x / multiple) * multiple)
+        return int(np.ceil(x / multiple) * multiple) if y < input_size else y
+
+    return constrain(scale * height), constrain(scale * width)
+
+
+def minmax(depth: np.ndarray) -> np.ndarray:
+    """Min-max normalise to [0, 1] (float32); a constant map becomes zeros."""
+    depth = depth.astype(np.float32)
+    lo, hi = float(depth.min()), float(depth.max())
+    return (depth - lo) / (hi - lo) if hi > lo else np.zeros_like(depth)
+
+
+class DepthEstimator:
+    """Depth-Anything-V2 (or any transformers depth model in that layout) as a function of RGB images, with
+    ``infer_image``'s pre- and post-processing.
+
+    Args:
+        name_or_path: ``small``/``base``/``large``, a Hugging Face repo id, or a local folder written by
+            ``save_pretrained`` (its image-processor config, if any, is not used).
+        device: where the model runs.
+        precision: ``fp32``, ``fp16`` or ``bf16``.
+        input_size: the shorter side of the model's input (518, Depth-Anything-V2's default; 1024 for the
+            ``depth_large_1024`` loss targets).
+
+    Raises:
+        DepthModelError: the model cannot be loaded (offline without a local copy, or not a depth model),
+            saying what to pass instead.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str = DEFAULT_DEPTH_MODEL,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        input_size: int = 518,
+    ) -> None:
+        if input_size < PATCH:
+            raise ValueError(f"input_size must be at least {PATCH}, got {input_size}")
+        self.name = resolve_depth_model(name_or_path)
+        self.device = torch.device(device)
+        self.dtype = PRECISIONS[check_precision(precision)]
+        self.input_size = input_size
+        self.model = load_depth_model(self.name).to(device=self.device, dtype=self.dtype).eval()
+
+    def preprocess(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32, ``infer_image``'s resize and normalisation.
+
+        Raises:
+            InputError: not an RGB image, or too elongated for the depth model (see :data:`MAX_INPUT_AREA`).
+        """
+        h, w = self.input_shape(image_rgb)
+        x = cv2.resize(image_rgb / 255.0, (w, h), interpolation=cv2.INTER_CUBIC)  # float64, as infer_image
+        x = (x - IMAGENET_MEAN) / IMAGENET_STD
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)).astype(np.float32))[None]
+
+    def input_shape(self, image_rgb: np.ndarray) -> tuple[int, int]:
+        """(h, w) of the model's input for this image.
+
+        Raises:
+            InputError: not an RGB image, or too elongated for the depth model (see :data:`MAX_INPUT_AREA`).
+        """
+        if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 or image_rgb.ndim != 3:
+            raise InputError(f"image must be (H, W, 3) uint8 RGB, got {getattr(image_rgb, 'shape', image_rgb)}")
+        H, W = image_rgb.shape[:2]
+        h, w = lower_bound_size(H, W, self.input_size)
+        if h * w > MAX_INPUT_AREA * self.input_size**2:
+            raise InputError(
+                f"a {W}x{H} image is too elongated for the depth model (its input would be {w}x{h}); crop it, or "
+                "give a ready-made depth map"
+            )
+        return h, w
+
+    @torch.inference_mode()
+    def estimate_batch(self, images_rgb: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Depth of several RGB images; images whose model inputs have the same size run as one batch.
+
+        Returns one (H, W) float32 map in [0, 1] per image, at that image's size (near is bright).
+        """
+        pixels = [self.preprocess(image) for image in images_rgb]
+        results: list[np.ndarray | None] = [None] * len(images_rgb)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, p in enumerate(pixels):
+            groups.setdefault(tuple(p.shape), []).append(i)
+        for indices in groups.values():
+            batch = torch.cat([pixels[i] for i in indices]).to(self.device, self.dtype)
+            predicted = self.model(pixel_values=batch).predicted_depth.float()  # (N, h, w)
+            for j, i in enumerate(indices):
+                H, W = images_rgb[i].shape[:2]
+                full = F.interpolate(predicted[j][None, None], size=(H, W), mode="bilinear", align_corners=True)
+                results[i] = minmax(full[0, 0].cpu().numpy())
+        return results  # type: ignore[return-value]
+
+    def estimate(self, image_rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (H, W) float32 depth in [0, 1]."""
+        return self.estimate_batch([image_rgb])[0]
+
+
+def load_depth_model(name: str):
+    """A transformers depth-estimation model from a repo id or a local folder, in eval mode.
+
+    Raises:
+        DepthModelError: naming the model and what to pass instead.
+    """
+    from transformers import AutoModelForDepthEstimation
+
+    local = os.path.isdir(name)
+    if not local and (name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1):
+        raise DepthModelError(
+            f"no depth model folder {name}: --depth-model takes small, base, large, a Hugging Face repo id or a "
+            "local folder; or give ready-made depth maps with --depth"
+        )
+    try:
+        return AutoModelForDepthEstimation.from_pretrained(name)
+    except (OSError, ValueError, KeyError) as e:
+        if local:
+            reason = f"{name} is not a transformers depth-model folder (save_pretrained layout)"
+        else:
+            reason = f"cannot fetch {name} from the Hugging Face Hub (offline, or not in the Hugging Face cache?)"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DepthModelError(
+            f"{reason}: {first}. Pass a local Depth-Anything-V2 folder as --depth-model (Python: depth_model=), "
+            "or ready-made depth maps with --depth"
+        ) from None
+
+
+def encode_depth(depth: np.ndarray, fmt: str = "png8") -> np.ndarray:
+    """[0, 1] float depth -> the stored map: uint8 round(255 d) (the authors' notebook) or uint16."""
+    if fmt == "png8":
+        from .processing import depth_to_uint8
+
+        return depth_to_uint8(depth)
+    if fmt == "png16":
+        return np.rint(depth * 65535.0).astype(np.uint16)
+    raise ValueError(f"unknown depth format {fmt!r}; expected png8 or png16")
+
+
+def prepare_depth_maps(
+    data_root: str | os.PathLike,
+    splits: Sequence[str],
+    make_estimator: Callable[[], DepthEstimator],
+    out_name: str = "depth_large",
+    batch_size: int = 1,
+    overwrite: bool = False,
+    fmt: str = "png8",
+    progress: bool = True,
+) -> tuple[int, list[str]]:
+    """Write one depth map per image of each split to ``<root>/<split>/<out_name>/<stem>.png``.
+
+    Maps keep the image's size and are min-max normalised per image. Existing maps are skipped unless
+    ``overwrite`` (the depth model is not even loaded when nothing is left to do); every write is atomic; a
+    folder being written by another run is refused with a message naming it. An unreadable or unusable image is
+    reported and the rest still processed.
+
+    Args:
+        make_estimator: builds the estimator, called once, only if some map is missing.
+
+    Returns:
+        (number of maps written, error messages naming the files at fault).
+    """
+    from tqdm import tqdm
+
+    from ..errors import PDFNetError
+    from ..io import FolderLock, read_image, remove_stale_temporaries, write_image_atomic
+    from .layout import split_images
+
+    todo_by_split, errors = {}, []
+    for split in splits:
+        try:
+            images = split_images(data_root, split)
+        except PDFNetError as e:
+            errors.append(str(e))
+            continue
+        out_dir = Path(data_root) / split / out_name
+        todo_by_split[split] = [p for p in images if overwrite or not (out_dir / f"{p.stem}.png").exists()]
+    if not any(todo_by_split.values()):
+        return 0, errors
+    estimator = make_estimator()
+    written = 0
+    for split, todo in todo_by_split.items():
+        if not todo:
+            continue
+        out_dir = Path(data_root) / split / out_name
+        with FolderLock(out_dir, "depth_prep"):
+            remove_stale_temporaries(out_dir)
+            bar = tqdm(total=len(todo), desc=f"{split} -> {out_name}", unit="img", disable=not progress)
+            for start in range(0, len(todo), batch_size):
+                batch, arrays = [], []
+                for path in todo[start : start + batch_size]:
+                    if not overwrite and (out_dir / f"{path.stem}.png").exists():  # written meanwhile
+                        bar.update(1)
+                        continue
+                    try:
+                        image = read_image(path)
+                        estimator.input_shape(image)  # refuse unusable shapes before the batch runs
+                    except PDFNetError as e:
+                        errors.append(str(e) if str(path) in str(e) else f"{path}: {e}")
+                        bar.update(1)
+                        continue
+                    arrays.append(image)
+                    batch.append(path)
+                if not batch:
+                    continue
+                for path, depth in zip(batch, estimator.estimate_batch(arrays)):
+                    write_image_atomic(out_dir / f"{path.stem}.png", encode_depth(depth, fmt))
+                    written += 1
+                    bar.update(1)
+            bar.close()
+    return written, errors

@@ -1,0 +1,154 @@
+"""``python test.py``: predict dataset splits with a checkpoint, as the authors' ``Test.py`` does, and score them.
+
+Every prediction is the PNG the authors' script writes for that image (the same pre-processing, test-time
+augmentation and 8-bit post-processing, through :class:`~pdfnet.Predictor`), named ``<stem>.png`` at the
+image's size; the scores are the DIS metrics of :mod:`pdfnet.evaluation.metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..data.layout import find_by_stem, mask_dir, split_images
+from ..errors import DatasetError
+from ..inference.predictor import Predictor
+from ..io import FolderLock, check_writable_folder, read_gray, read_image, write_image_atomic, write_text_atomic
+from ..model.checkpoint import load_pdfnet
+from ..runtime import resolve_device
+from .folders import evaluate_predictions, write_results
+
+TABLE_KEYS = ("maxFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "HCE")
+TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
+
+
+class _SplitImages(Dataset):
+    """(stem, image (H, W, 3) uint8, depth map (h, w) uint8) of each image of a split, read in loader workers."""
+
+    def __init__(self, root: str | os.PathLike, split: str, depth_folder: str) -> None:
+        self.images = split_images(root, split)
+        if not self.images:
+            raise DatasetError(f"no images in {Path(root) / split}")
+        depth_dir = Path(root) / split / depth_folder
+        self.depths = [find_by_stem(depth_dir, p.stem) for p in self.images]
+        missing = [p.name for p, d in zip(self.images, self.depths) if d is None]
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} image(s) of {split} have no depth map in {depth_dir} (e.g. {missing[0]}); make them "
+                f"with: python depth_prep/prepare_depth.py --data-root {root} --splits {split} --model large "
+                f"--out-name {depth_folder}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray, np.ndarray]:
+        return self.images[index].stem, read_image(self.images[index]), read_gray(self.depths[index])
+
+
+def _columns(batch: list[tuple]) -> list[tuple]:
+    return list(zip(*batch))
+
+
+def predict_split(
+    predictor: Predictor,
+    data_root: str | os.PathLike,
+    split: str,
+    out_dir: Path,
+    batch_size: int = 1,
+    depth_folder: str = "depth_large",
+    num_workers: int = 2,
+) -> int:
+    """Write the 8-bit prediction of every image of ``split`` into ``out_dir`` as ``<stem>.png``; returns how
+    many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem)."""
+    dataset = _SplitImages(data_root, split, depth_folder)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_columns)
+    written = 0
+    for names, images, depths in tqdm(loader, desc=f"predict {split}", unit="batch"):
+        for name, mask in zip(names, predictor.masks_from_maps(images, depths)):
+            write_image_atomic(out_dir / f"{name}.png", mask)
+            written += 1
+    return written
+
+
+@dataclass
+class TestOptions:
+    """How ``test.py`` runs (its flags)."""
+
+    tta: bool = False
+    batch_size: int = 1
+    precision: str = "fp32"
+    variant: str | None = None
+    device: str | None = None
+    input_size: int = 1024
+    workers: int | None = None
+    cache_dir: str | None = "default"
+    depth_folder: str = "depth_large"
+    loader_workers: int = 2
+
+
+def run_test(
+    checkpoint: str | os.PathLike,
+    data_root: str | os.PathLike,
+    splits: list[str],
+    out: str | os.PathLike,
+    options: TestOptions | None = None,
+) -> dict[str, dict]:
+    """Predict and score every split; writes ``out/preds/<split>/``, ``out/<split>.json`` (with CSV and PNG),
+    ``out/metrics.json`` and ``out/results.md``. Returns the metrics by split (and ``TE-mean``).
+
+    Raises:
+        CheckpointError, DatasetError, OutputError, EvaluationError: naming the file or folder at fault, before
+            any prediction where they can be found out first.
+    """
+    o = options or TestOptions()
+    out = check_writable_folder(out)
+    for split in splits:  # every split's images and masks exist before the long work starts
+        mask_dir(data_root, split)
+        _SplitImages(data_root, split, o.depth_folder)
+    device = resolve_device(o.device)
+    model = load_pdfnet(checkpoint, variant=o.variant)
+    variant = model.variant
+    predictor = Predictor(model, None, device=device, precision=o.precision, input_size=o.input_size, tta=o.tta)
+    results: dict[str, dict] = {}
+    with FolderLock(out, "test"):
+        for split in splits:
+            pred_dir = out / "preds" / split
+            predict_split(predictor, data_root, split, pred_dir, o.batch_size, o.depth_folder, o.loader_workers)
+            summary, scores = evaluate_predictions(
+                pred_dir, mask_dir(data_root, split), o.workers, o.cache_dir, desc=f"score {split}"
+            )
+            write_results(summary, scores, out / f"{split}.json")
+            results[split] = summary
+        te = [results[s] for s in TEST_SPLITS if s in results]
+        if len(te) == len(TEST_SPLITS):
+            results["TE-mean"] = {k: float(np.mean([r[k] for r in te])) for k in te[0] if k != "n"}
+            results["TE-mean"]["n"] = int(sum(r["n"] for r in te))
+        write_text_atomic(out / "metrics.json", json.dumps(results, indent=2) + "\n")
+        table = markdown_table(results, checkpoint=str(checkpoint), tta=o.tta, variant=variant)
+        write_text_atomic(out / "results.md", table)
+    print(table)
+    return results
+
+
+def markdown_table(results: dict[str, dict], checkpoint: str, tta: bool, variant: str) -> str:
+    """Rows: splits (and their TE mean); columns: the metrics DIS papers report."""
+    lines = [
+        f"PDFNet ({variant}) `{checkpoint}`, test-time augmentation: {'yes' if tta else 'no'}. "
+        "maxFm is the maximum of the mean per-image F curve (beta^2 = 0.3; the DIS and BiRefNet convention); "
+        "maxFm_pr the maximum of F from the mean precision and recall curves (the PDFNet code's convention); "
+        "HCE at relax 5, epsilon 2.",
+        "",
+        "| split | " + " | ".join(TABLE_KEYS) + " | n |",
+        "|---|" + "---|" * (len(TABLE_KEYS) + 1),
+    ]
+    for split, r in results.items():
+        cells = [f"{r[k]:.1f}" if k == "HCE" else f"{r[k]:.4f}" for k in TABLE_KEYS]
+        lines.append(f"| {split} | " + " | ".join(cells) + f" | {r['n']} |")
+    return "\n".join(lines) + "\n"

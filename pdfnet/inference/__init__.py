@@ -1,0 +1,1 @@
+"""Cutouts of photos: the :class:`~pdfnet.inference.predictor.Predictor`."""

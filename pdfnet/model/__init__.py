@@ -1,0 +1,1 @@
+"""The PDFNet network: the Swin encoder, the FSE/CoA decoder, the patch strategy and the loaders of weights."""

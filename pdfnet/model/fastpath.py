@@ -1,0 +1,128 @@
+"""The one switch for PDFNet's speed tricks, and the tricks that are not a module's own computation.
+
+Every fast path computes what the plain code beside it computes, up to float rounding, and is tested against
+it: the oneDNN linear with fused bias and GELU (Swin blocks on the CPU), attention over real tokens for maps
+that fit one Swin window, the shallow branch's two convolutions folded into one, norms and residuals written
+in place at inference, and channels-last memory on the CPU.
+
+Switch them all off with ``PDFNET_FASTPATH=0`` in the environment (read once, at first use, as timm reads
+``TIMM_FUSED_ATTN``) or from Python with :func:`set_fastpath` / :func:`fastpath`. Fast paths also step aside by
+themselves where they would change what runs: a layer that is not a plain ``nn.Linear`` (a LoRA/PEFT wrapper,
+a quantised layer) or that carries hooks is called as itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENV_VAR = "PDFNET_FASTPATH"
+_override: bool | None = None
+_from_env: bool | None = None
+
+
+def fastpath_enabled() -> bool:
+    """Whether the fast paths may run: :func:`set_fastpath`'s setting, else ``PDFNET_FASTPATH`` (default on)."""
+    global _from_env
+    if _override is not None:
+        return _override
+    if _from_env is None:
+        _from_env = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
+    return _from_env
+
+
+def set_fastpath(enabled: bool | None) -> None:
+    """Switch every fast path on or off for this process; None returns to the environment's setting."""
+    global _override
+    _override = None if enabled is None else bool(enabled)
+
+
+@contextmanager
+def fastpath(enabled: bool) -> Iterator[None]:
+    """``with fastpath(False): ...`` runs the plain computation inside the block."""
+    global _override
+    previous = _override
+    _override = bool(enabled)
+    try:
+        yield
+    finally:
+        _override = previous
+
+
+def tracks_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records operations on these tensors: in-place shortcuts are safe only where it does
+    not."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def in_place_ok(*tensors: torch.Tensor) -> bool:
+    """May inference write into these fresh float32 buffers? (fast paths on, no autograd)."""
+    return fastpath_enabled() and not tracks_grad(*tensors)
+
+
+def is_plain(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """``module`` is exactly ``cls`` (no subclass, wrapper or quantised swap) with no hooks: a fast path that
+    bypasses its ``__call__`` computes exactly what calling it would."""
+    if type(module) is not cls:
+        return False
+    hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks)
+    global_hooks = (
+        getattr(nn.modules.module, "_global_forward_hooks", None),
+        getattr(nn.modules.module, "_global_forward_pre_hooks", None),
+    )
+    return not any(hooks) and not any(g for g in global_hooks if g)
+
+
+def _probe_onednn_linear():
+    """PyTorch's private oneDNN linear with a fused activation, if this build has it and it runs: tried once on
+    a tiny input, so a build where it exists but fails falls back to the plain layers."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        x, w, b = torch.ones(2, 4), torch.ones(3, 4), torch.zeros(3)
+        out = op(x, w, b, "gelu", [], "none")
+        if not torch.allclose(out, F.gelu(F.linear(x, w, b)), atol=1e-5):
+            return None
+        return op
+    except Exception:  # any failure (missing op, unsupported CPU, changed signature) means: not available
+        return None
+
+
+_ONEDNN_LINEAR: object = ...  # probed at first use
+
+
+def _onednn_linear():
+    global _ONEDNN_LINEAR
+    if _ONEDNN_LINEAR is ...:
+        _ONEDNN_LINEAR = _probe_onednn_linear()
+    return _ONEDNN_LINEAR
+
+
+def linear(layer: nn.Module, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)``, then the exact (erf) GELU when ``gelu``: (..., in) -> (..., out).
+
+    Fast path: on the CPU in float32 without autograd, one oneDNN call with the bias and the GELU fused
+    (PyTorch's own binding, the one its compiler emits), so no separate pass copies the bias in and none
+    applies the activation. On Swin-B's token shapes (2 cores) a layer with its GELU took 20-50% less time, one
+    without between 5% more and 15% less; the encoder's third stage went from 5.0-5.2 s to 4.1-4.2 s per
+    1024-pixel forward. Results agree within float rounding.
+    """
+    op = None
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and fastpath_enabled()
+        and is_plain(layer, nn.Linear)
+        and layer.weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not tracks_grad(x, layer.weight)
+    ):
+        op = _onednn_linear()
+    if op is not None:
+        return op(x, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    y = layer(x)
+    return F.gelu(y) if gelu else y

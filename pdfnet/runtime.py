@@ -1,0 +1,52 @@
+"""What every part of PDFNet shares about running: the ImageNet constants, the numeric precisions, autocast and
+the choice of device. The one place for each; nothing here imports the rest of the package."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+
+from .errors import InputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISIONS: dict[str, torch.dtype] = dict(zip(get_args(Precision), (torch.float32, torch.float16, torch.bfloat16)))
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else an InputError (a ValueError) listing them."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The context a forward pass runs in: autocast to fp16/bf16, or (fp32) autocast switched off, so that fp32
+    means fp32 even inside a caller's autocast."""
+    device_type = torch.device(device).type
+    if check_precision(precision) == "fp32":
+        return torch.autocast(device_type, enabled=False)
+    return torch.autocast(device_type, dtype=PRECISIONS[precision])
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: the one named, or the first CUDA GPU when there is one, else the CPU.
+
+    Raises:
+        InputError: the name is not a device, or names a CUDA device this machine does not have.
+    """
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"not a device: {device!r} (expected cpu, cuda or cuda:N)") from e
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    return resolved

@@ -1,0 +1,306 @@
+"""Training PDFNet: the authors' recipe in a loop that reads top to bottom.
+
+Single process or ``torchrun`` (DistributedDataParallel; logging, checkpoints and TensorBoard on rank 0,
+validation metrics reduced over ranks). Everything random derives from (seed, epoch[, rank]), so that one epoch
+plus ``--resume`` to two gives the same weights as two epochs straight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ..config import HARMLESS_ON_RESUME, Config, config_changes, config_from_dict, load_config
+from ..data.dataset import DIS5KDataset, EpochSampler, collate, derive_seed
+from ..data.processing import denormalize_image
+from ..errors import ConfigError, PDFNetError
+from ..io import FolderLock
+from ..model.backbone import load_swin_weights
+from ..model.checkpoint import init_from_checkpoint
+from ..model.network import PDFNet, build_pdfnet
+from ..runtime import autocast
+from . import checkpointing as ckpt
+from .distributed import Runtime, any_process, gather_dict, log, setup_runtime
+from .losses import pdfnet_loss
+from .mining import hardest_half, sample_losses
+from .schedule import build_optimizer, lr_for_epoch, set_lr
+from .validation import ValidationMeter
+
+
+class NonFiniteLossError(PDFNetError, RuntimeError):
+    """The loss became NaN or infinite; the run stops and the last good checkpoint stays as it was."""
+
+
+# ----------------------------------------------------------------------------------------------------- setup
+
+
+def build_training_model(cfg: Config, rt: Runtime) -> PDFNet:
+    """The network, initialised from ``train.init_from`` (a PDFNet checkpoint) or ImageNet Swin weights."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_pdfnet(cfg.model)
+    if cfg.train.init_from:
+        loaded, skipped = init_from_checkpoint(model, cfg.train.init_from)
+        log(rt, f"initialised {len(loaded)} tensors from {cfg.train.init_from}; {len(skipped)} kept fresh")
+    elif cfg.train.pretrained_backbone:
+        loaded, skipped = load_swin_weights(model.encoder, cfg.train.pretrained_backbone)
+        log(rt, f"Swin encoder: {len(loaded)} tensors from {cfg.train.pretrained_backbone}; fresh: {skipped}")
+    return model
+
+
+def build_loader(cfg: Config, rt: Runtime, split: str, train: bool) -> DataLoader:
+    d = cfg.data
+    dataset = DIS5KDataset(
+        d.root,
+        split,
+        d.input_size,
+        d.train_depths if train else (d.eval_depth,),
+        target_depth=d.target_depth if train else None,
+        augment=train and d.augment,
+        seed=cfg.train.seed,
+    )
+    sampler = EpochSampler(
+        len(dataset), cfg.train.seed, shuffle=train, rank=rt.rank, world_size=rt.world_size, pad=train
+    )
+    return DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=d.num_workers,
+        collate_fn=collate,
+        pin_memory=rt.device.type == "cuda",
+        persistent_workers=d.num_workers > 0,
+        # its own generator: starting workers then draws nothing from the global RNG (which drives dropout),
+        # whether the workers start in this epoch or persist from an earlier one
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+
+
+def run_config(config_path: str | None, overrides: list[str], resume: str | None) -> tuple[Config, Path | None]:
+    """The config of a run and the checkpoint it resumes from (None for a fresh run).
+
+    Resuming without ``--config`` starts from the stored config (overrides apply on top of it). Whatever was
+    asked is compared with the stored config: settings that do not change the weights (``HARMLESS_ON_RESUME``)
+    may differ and are logged; any other difference is a ConfigError naming each key.
+    """
+    requested = load_config(config_path, overrides)
+    path = ckpt.resolve_resume(resume, Path(requested.output_dir))
+    if path is None:
+        return requested, None
+    stored = config_from_dict(ckpt.read_training_checkpoint(path)["config"])
+    if config_path is None:
+        requested = load_config(None, overrides, base=stored)
+    changes = config_changes(stored, requested)
+    refused = [c for c in changes if c[0] not in HARMLESS_ON_RESUME]
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in refused)
+        raise ConfigError(
+            f"resuming {path} with settings that change its results: {listed}. Resume with the run's own "
+            f"settings (omit --config to use the stored ones), or start a fresh output_dir"
+        )
+    for key, old, new in changes:
+        print(f"resume: {key} {old!r} -> {new!r}")
+    return requested, path
+
+
+# ------------------------------------------------------------------------------------------------------ loop
+
+
+def train_one_epoch(
+    model: nn.Module, loader: DataLoader, optimizer, scaler, cfg: Config, rt: Runtime, epoch: int, writer
+) -> tuple[dict[str, float], dict[int, float]]:
+    """One pass; returns mean losses and, for hard-sample mining, each sample's main-output loss."""
+    model.train()
+    totals: dict[str, float] = {}
+    losses_by_sample: dict[int, float] = {}
+    accum, steps = cfg.train.accumulation, len(loader)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not rt.is_main, dynamic_ncols=True)
+    for step, batch in enumerate(bar):
+        image, depth = batch["image"].to(rt.device), batch["depth"].to(rt.device)
+        mask, target = batch["mask"].to(rt.device), batch["depth_target"].to(rt.device)
+        update = (step + 1) % accum == 0 or step + 1 == steps
+        sync = nullcontext() if update or not rt.distributed else model.no_sync()
+        with sync:
+            with autocast(rt.device, cfg.train.precision):
+                output = model(image, depth)
+            losses = pdfnet_loss(output, mask, target, variant=cfg.model.variant)  # float32 outside autocast
+            check_finite(losses["total"], rt, epoch, step, batch["name"], cfg.output_dir)
+            scaler.scale(losses["total"] / accum).backward()
+        if update:
+            if cfg.optim.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + v.item()
+        if cfg.train.hard_mining:
+            losses_by_sample.update(sample_losses(output, mask, batch["index"], cfg.model.variant))
+        bar.set_postfix(loss=f"{totals['total'] / (step + 1):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if writer is not None and step % 50 == 0:
+            writer.add_scalar("train/step_loss", losses["total"].item(), epoch * steps + step)
+    return {k: v / max(steps, 1) for k, v in totals.items()}, losses_by_sample
+
+
+def check_finite(loss: torch.Tensor, rt: Runtime, epoch: int, step: int, names: list[str], output_dir: str) -> None:
+    """Stop every process together when any one's loss is not finite."""
+    if any_process(not bool(torch.isfinite(loss)), rt, loss.device):
+        raise NonFiniteLossError(
+            f"the loss is not finite at epoch {epoch + 1}, step {step + 1} (samples {', '.join(names)} on rank "
+            f"{rt.rank}); stopping. The last good checkpoint is {Path(output_dir) / 'last.pt'}"
+        )
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: DataLoader, cfg: Config, rt: Runtime) -> tuple[dict, dict]:
+    """max F-measure and MAE over the validation split, as the original computes them (in fp32, at the input
+    size), and a few samples to look at."""
+    model.eval()
+    meter = ValidationMeter(rt.device)
+    shown: dict[str, list[torch.Tensor]] = {"image": [], "mask": [], "prediction": []}
+    for batch in tqdm(loader, desc="validate", disable=not rt.is_main, leave=False, dynamic_ncols=True):
+        image, depth = batch["image"].to(rt.device), batch["depth"].to(rt.device)
+        with autocast(rt.device, "fp32"):
+            prob = model(image, depth).logits[0].float().sigmoid()
+        meter.update(prob, batch["mask"].to(rt.device))
+        if len(shown["image"]) < cfg.train.log_images:
+            shown["image"].append(denormalize_image(batch["image"][:1]))
+            shown["mask"].append(batch["mask"][:1])
+            shown["prediction"].append(prob[:1].cpu())
+    meter.all_reduce()
+    return meter.result(), shown
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+
+def train(cfg: Config, resume: str | Path | None = None) -> list[dict]:
+    """Train as ``cfg`` says, from scratch or from the checkpoint ``resume`` (a path, or ``auto``: the
+    output folder's ``last.pt`` when there is one); returns the per-epoch records also in ``metrics.jsonl``.
+
+    Raises:
+        OutputError: the output folder holds another run (without ``resume``) or is in use by one.
+        CheckpointError, DatasetError, NonFiniteLossError: naming the file or sample at fault.
+    """
+    rt = setup_runtime(cfg.train.device)
+    try:
+        out = Path(cfg.output_dir)
+        path = ckpt.resolve_resume(str(resume) if resume is not None else None, out)
+        lock = FolderLock(out, "training") if rt.is_main else nullcontext()
+        with lock:
+            return _train(cfg, rt, path, fresh_ok=resume == "auto")
+    finally:
+        if rt.distributed:
+            dist.destroy_process_group()
+
+
+def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -> list[dict]:
+    out = Path(cfg.output_dir)
+    checkpoint = ckpt.read_training_checkpoint(resume_path) if resume_path else None
+    if rt.is_main:
+        if checkpoint is None and not fresh_ok:
+            ckpt.check_fresh(out)
+        ckpt.write_config(cfg, out)
+    model = build_training_model(cfg, rt).to(rt.device)
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.train.precision == "fp16")
+    start, best, losses_by_sample = 0, -math.inf, {}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        start = checkpoint["epoch"]
+        best = ckpt.best_so_far(out, start, checkpoint["best_metric"])
+        losses_by_sample = {int(k): v for k, v in checkpoint["sample_losses"].items()}
+        log(rt, f"resuming from {resume_path} after epoch {start}")
+    net: nn.Module = DistributedDataParallel(model) if rt.distributed else model
+    if cfg.train.compile:
+        net = torch.compile(net)
+
+    train_loader = build_loader(cfg, rt, cfg.data.train_split, train=True)
+    val_loader = _validation_loader(cfg, rt)
+    writer = SummaryWriter(str(out / "tensorboard")) if rt.is_main else None
+    history = ckpt.records_up_to(out / "metrics.jsonl", start) if rt.is_main else []  # epochs before start
+    records = []
+    if start >= cfg.train.epochs:
+        raise ConfigError(
+            f"{resume_path} has finished {start} epoch(s) and train.epochs is {cfg.train.epochs}: nothing to do; "
+            "set train.epochs higher to train on"
+        )
+    for epoch in range(start, cfg.train.epochs):
+        began = time.time()
+        set_lr(optimizer, lr_for_epoch(epoch, cfg))
+        mining = cfg.train.hard_mining and epoch % 2 == 1 and losses_by_sample
+        train_loader.sampler.set_epoch(epoch, hardest_half(losses_by_sample) if mining else None)
+        torch.manual_seed(derive_seed(cfg.train.seed, epoch, rt.rank))  # dropout and drop path
+        train_stats, epoch_losses = train_one_epoch(net, train_loader, optimizer, scaler, cfg, rt, epoch, writer)
+        losses_by_sample = gather_dict(epoch_losses, rt) if cfg.train.hard_mining else {}
+        val_stats, shown = validate(net, val_loader, cfg, rt) if val_loader is not None else ({}, {})
+        record = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train": train_stats,
+            "val": val_stats,
+            "samples": len(train_loader.sampler) * rt.world_size,
+            "time_s": round(time.time() - began, 3),
+        }
+        if rt.is_main:
+            # model selection: validation max F when there is validation (ties count, as the original's >=),
+            # else the training loss
+            score = val_stats["maxFm"] if val_stats else -train_stats["total"]
+            improved = score >= best
+            best = max(best, score)
+            state = ckpt.checkpoint_state(model, optimizer, scaler, cfg, epoch + 1, best, losses_by_sample, record)
+            history.append(record)
+            # the order that keeps the three consistent through a kill (see checkpointing)
+            ckpt.write_metrics(out / "metrics.jsonl", history)
+            if improved:
+                ckpt.save_checkpoint(state, out / "best.pt")
+            ckpt.save_checkpoint(state, out / "last.pt")
+            _log_epoch(writer, record, shown)
+            log(rt, f"epoch {epoch + 1}: " + json.dumps({k: record[k] for k in ("train", "val", "time_s")}))
+        records.append(record)
+        if rt.distributed:
+            dist.barrier()
+    if writer is not None:
+        writer.close()
+    return records
+
+
+def _validation_loader(cfg: Config, rt: Runtime) -> DataLoader | None:
+    if not cfg.train.validate:
+        return None
+    if not (Path(cfg.data.root) / cfg.data.val_split).is_dir():
+        log(
+            rt,
+            f"warning: no validation split {cfg.data.val_split} in {cfg.data.root}; best.pt follows the training loss",
+        )
+        return None
+    return build_loader(cfg, rt, cfg.data.val_split, train=False)
+
+
+def _log_epoch(writer, record: dict, shown: dict) -> None:
+    if writer is None:
+        return
+    step = record["epoch"]
+    for k, v in record["train"].items():
+        writer.add_scalar(f"train/{k}", v, step)
+    for k in ("maxFm", "MAE"):
+        if k in record["val"]:
+            writer.add_scalar(f"val/{k}", record["val"][k], step)
+    writer.add_scalar("lr", record["lr"], step)
+    for name, images in shown.items():
+        if images:
+            writer.add_images(f"samples/{name}", torch.cat(images), step)
+    writer.flush()
