@@ -98,3 +98,13 @@ def test_losses_are_per_sample():
     for key in ("total", "segmentation", "integrity", "depth"):
         expected = (singles[0][key] + singles[1][key]) / 2
         torch.testing.assert_close(both[key], expected, atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_separable_blur_equals_the_2d_window():
+    from pdfnet.training.losses import _gaussian_1d, gaussian_blur
+
+    g = _gaussian_1d()
+    window = (g[:, None] @ g[None, :])[None, None]  # the 11x11 window of the original's SSIM
+    x = torch.rand(2, 3, 40, 33)
+    expected = torch.nn.functional.conv2d(x.reshape(6, 1, 40, 33), window, padding=5).reshape(2, 3, 40, 33)
+    torch.testing.assert_close(gaussian_blur(x), expected, atol=1e-6, rtol=1e-5)

@@ -22,17 +22,23 @@ from ..model.network import PDFNetOutput, normalize_depth
 MAIN_WEIGHT, SIDE_WEIGHT = 1.0, 0.5
 
 
-def structure_loss(logits: torch.Tensor, mask: torch.Tensor, iou_smooth: float = 1e-6) -> torch.Tensor:
+def boundary_weight(mask: torch.Tensor) -> torch.Tensor:
+    """The structure loss's pixel weights: 1 + 5 |boxfilter31(mask) - mask|, up to 6x near the boundary."""
+    return 1 + 5 * (F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask).abs()
+
+
+def structure_loss(
+    logits: torch.Tensor, mask: torch.Tensor, iou_smooth: float = 1e-6, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Boundary-weighted BCE plus weighted IoU (the F3Net structure loss), averaged over the batch.
 
     Args:
         logits: (B, 1, H, W) raw predictions.
         mask: (B, 1, H, W) ground truth in {0, 1}.
         iou_smooth: smoothing of the IoU ratio (``release`` 1, ``cvpr`` 1e-6).
-
-    Pixels near the mask boundary weigh up to 6x: weight = 1 + 5 |boxfilter31(mask) - mask|.
+        weight: :func:`boundary_weight` of the mask, when the caller has it already.
     """
-    weight = 1 + 5 * (F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask).abs()
+    weight = boundary_weight(mask) if weight is None else weight
     bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
     wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
     prob = logits.sigmoid()
@@ -42,11 +48,19 @@ def structure_loss(logits: torch.Tensor, mask: torch.Tensor, iou_smooth: float =
     return (wbce + wiou).mean()
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(1, 1, size, size) normalised Gaussian kernel."""
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """(size,) normalised Gaussian; the 2-D SSIM window is its outer product with itself."""
     x = torch.tensor([math.exp(-((i - size // 2) ** 2) / (2 * sigma**2)) for i in range(size)], dtype=torch.float32)
-    g = x / x.sum()
-    return (g[:, None] @ g[None, :]).to(device=device, dtype=dtype)[None, None]
+    return x / x.sum()
+
+
+def gaussian_blur(x: torch.Tensor, window_size: int = 11) -> torch.Tensor:
+    """(B, C, H, W) blurred by the 11x11 Gaussian window (sigma 1.5) with zero padding, as two 1-D passes over
+    all channels at once (the separable window: the same sums as the 2-D convolution, an eighth of the work)."""
+    g = _gaussian_1d(window_size).to(device=x.device, dtype=x.dtype)
+    C, pad = x.shape[1], window_size // 2
+    x = F.conv2d(x, g.view(1, 1, -1, 1).expand(C, 1, -1, 1), padding=(pad, 0), groups=C)
+    return F.conv2d(x, g.view(1, 1, 1, -1).expand(C, 1, 1, -1), padding=(0, pad), groups=C)
 
 
 def ssim_loss(prob: torch.Tensor, target: torch.Tensor, window_size: int = 11) -> torch.Tensor:
@@ -54,17 +68,10 @@ def ssim_loss(prob: torch.Tensor, target: torch.Tensor, window_size: int = 11) -
 
     The mean SSIM over all pixels of equally sized samples is also the mean of the per-sample means.
     """
-    window = _gaussian_window(window_size, device=prob.device, dtype=prob.dtype)
-    pad = window_size // 2
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, window, padding=pad)
-
-    mu1, mu2 = blur(prob), blur(target)
+    blurred = gaussian_blur(torch.cat([prob, target, prob * prob, target * target, prob * target], dim=1), window_size)
+    mu1, mu2, sq1, sq2, cross = blurred.unbind(dim=1)
     mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    var1 = blur(prob * prob) - mu1_sq
-    var2 = blur(target * target) - mu2_sq
-    cov = blur(prob * target) - mu12
+    var1, var2, cov = sq1 - mu1_sq, sq2 - mu2_sq, cross - mu12
     c1, c2 = 0.01**2, 0.03**2
     ssim = ((2 * mu12 + c1) * (2 * cov + c2)) / ((mu1_sq + mu2_sq + c1) * (var1 + var2 + c2))
     return 1 - (1 + ssim.mean()) / 2
@@ -79,7 +86,12 @@ def _sobel(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def integrity_prior_loss(
-    prob: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, variant: str = "cvpr"
+    prob: torch.Tensor,
+    depth: torch.Tensor,
+    mask: torch.Tensor,
+    eps: float = 1e-8,
+    variant: str = "cvpr",
+    gradients: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The depth integrity-prior loss: errors cost more where the depth says they break the object's integrity.
 
@@ -103,7 +115,7 @@ def integrity_prior_loss(
     mean_depth = (depth * mask).sum(dim=(1, 2, 3), keepdim=True) / area
     diff = (depth - mean_depth) ** 2
     variance = log_p * (diff * false_pos + (1 - diff) * false_neg) * py
-    gx, gy = _sobel(depth)
+    gx, gy = _sobel(depth) if gradients is None else gradients
     return variance.mean() + (gx * log_p + gy * log_p).mean()
 
 
@@ -123,10 +135,12 @@ def iou_smoothing(variant: str) -> float:
     return 1.0 if check_variant(variant) == "release" else 1e-6
 
 
-def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor, variant: str = "cvpr") -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, mask: torch.Tensor, variant: str = "cvpr", weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """structure + SSIM / 2 of one output (B, 1, H, W) against the mask (B, 1, H, W): the segmentation term of
     each deeply supervised output, and the original's per-sample ranking for hard-sample mining."""
-    return structure_loss(logits, mask, iou_smoothing(variant)) + 0.5 * ssim_loss(logits.sigmoid(), mask)
+    return structure_loss(logits, mask, iou_smoothing(variant), weight) + 0.5 * ssim_loss(logits.sigmoid(), mask)
 
 
 def _upsampled(logits: list[torch.Tensor], size: torch.Size) -> list[torch.Tensor]:
@@ -159,8 +173,12 @@ def pdfnet_loss(
     mask = mask.float()
     depth = normalize_depth(depth_target.float())
     logits = _upsampled([x.float() for x in output.logits], mask.shape[-2:])
-    segmentation = _deep_supervision([segmentation_loss(x, mask, variant) for x in logits])
-    integrity = _deep_supervision([integrity_prior_loss(x.sigmoid(), depth, mask, variant=variant) for x in logits])
+    # what depends only on the targets is computed once for the six outputs
+    weight, gradients = boundary_weight(mask), _sobel(depth)
+    segmentation = _deep_supervision([segmentation_loss(x, mask, variant, weight) for x in logits])
+    integrity = _deep_supervision(
+        [integrity_prior_loss(x.sigmoid(), depth, mask, variant=variant, gradients=gradients) for x in logits]
+    )
     if output.depth_logits is None:
         depth_term = torch.zeros((), device=mask.device)
     else:
