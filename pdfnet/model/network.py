@@ -238,7 +238,7 @@ class PDFNet(nn.Module):
         super().__init__()
         self.variant = check_variant(variant)
         self.grid = grid
-        self.channels_last: bool | None = None  # memory layout of the forward pass; None: on the CPU only
+        self.channels_last: bool | None = None  # memory layout of the forward pass; None: where measured faster
         self.encoder = encoder
         self.stage_proj = nn.ModuleList(ConvNormAct(c, dim) for c in encoder.num_features)
         self.global_mix = ConvNormAct(4 * dim, dim)
