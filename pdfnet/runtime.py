@@ -50,3 +50,27 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise InputError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     return resolved
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 matrix products natively (AVX512-BF16 or AMX), as oneDNN reports it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # a build without oneDNN, or a changed private API: no native bf16
+        return False
+
+
+def effective_precision(device: torch.device | str, precision: str) -> tuple[str, str | None]:
+    """The precision that will run on ``device`` and, when it differs from the one asked for, why.
+
+    On a CPU, bf16 runs where the CPU has bf16 instructions, fp16 never (PyTorch emulates it, slower than
+    fp32); both fall back to fp32 otherwise.
+    """
+    check_precision(precision)
+    if torch.device(device).type != "cpu" or precision == "fp32":
+        return precision, None
+    if precision == "bf16" and cpu_bf16_supported():
+        return "bf16", None
+    if precision == "bf16":
+        return "fp32", "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); running fp32"
+    return "fp32", "fp16 on a CPU is emulated and slower than fp32; running fp32 (bf16 is the CPU's fast mode)"

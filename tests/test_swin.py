@@ -66,11 +66,11 @@ def test_block_equals_its_plain_computation(shift):
 
 @pytest.mark.parametrize("gelu", [False, True])
 def test_fused_linear_runs_onednn_and_matches_the_layer(gelu, monkeypatch):
-    op = fp._onednn_linear()
+    op = fp._onednn_linear(torch.float32)
     if op is None:
         pytest.skip("this PyTorch build has no usable oneDNN linear")
     calls = []
-    monkeypatch.setattr(fp, "_ONEDNN_LINEAR", lambda *a: calls.append(1) or op(*a))
+    monkeypatch.setitem(fp._ONEDNN_LINEAR, torch.float32, lambda *a: calls.append(1) or op(*a))
     torch.manual_seed(0)
     layer = nn.Linear(24, 40)
     x = torch.randn(2, 3, 5, 24)

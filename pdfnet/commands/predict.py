@@ -30,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns (default: the bundled example)")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument(
-        "--weights", help="base (default: the authors' DIS-5K model from the Hub), general, or a checkpoint file"
+        "--weights",
+        help="base (default: the authors' DIS-5K model from the Hub), general, a checkpoint file, or a graph of "
+        "pdfnet export (.onnx, run by ONNX Runtime)",
     )
     p.add_argument("--variant", choices=["release", "cvpr"], help="version of an authors'-layout checkpoint")
     p.add_argument(
@@ -44,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input-size",
         type=input_size,
-        default=1024,
+        default=None,
         help="the side images are resized to for the network: a multiple of 256; 1024 (default) is what the "
         "model was trained at, and outputs always have each input's size",
     )
@@ -88,7 +90,12 @@ def _load_predictor(args: argparse.Namespace):
     options = dict(
         device=args.device, depth_model=depth_model, precision=args.precision, input_size=args.input_size, tta=args.tta
     )
+    if options["input_size"] is None:  # the graph's own size for ONNX, else the paper's 1024
+        options["input_size"] = None if (args.weights or "").endswith(".onnx") else 1024
     weights = args.weights or "base"
+    if weights.endswith(".onnx"):  # a graph of pdfnet export, run by ONNX Runtime
+        del options["device"]
+        return Predictor.from_onnx(weights, **options)
     if weights in PRETRAINED and not Path(weights).exists():
         return Predictor.from_pretrained(weights, **options)
     return Predictor.from_checkpoint(weights, variant=args.variant, **options)

@@ -158,11 +158,16 @@ class DepthEstimator:
 
 
 def load_depth_model(name: str):
-    """A transformers depth-estimation model from a repo id or a local folder, in eval mode.
+    """A transformers depth-estimation model from a repo id or a local folder, or an ONNX graph of one
+    (``.onnx``, run by ONNX Runtime), in eval mode.
 
     Raises:
         DepthModelError: naming the model and what to pass instead.
     """
+    if name.endswith(".onnx"):
+        from ..model.onnx import OnnxDepthModel
+
+        return OnnxDepthModel(name)
     from transformers import AutoModelForDepthEstimation
 
     local = os.path.isdir(name)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,7 +23,8 @@ from ..errors import CheckpointError, InputError
 from ..model.checkpoint import load_pdfnet
 from ..model.layers import resize
 from ..model.network import PDFNet
-from ..runtime import autocast, check_precision, resolve_device
+from ..model.onnx import OnnxNetwork
+from ..runtime import autocast, effective_precision, resolve_device
 
 # Published weights by name: (Hugging Face repo, file). "base" is the paper's DIS-5K model (the release variant);
 # "general" the authors' second checkpoint, trained on more data (DIS-5K and HRSOD, per the ComfyUI port).
@@ -65,7 +67,8 @@ class Predictor:
         model: a PDFNet (its depth head, if any, is dropped: inference does not need it).
         depth_estimator: computes depth when none is given; may be None if depth is always given.
         device: where the network runs.
-        precision: ``fp32``, or ``fp16``/``bf16`` autocast.
+        precision: ``fp32``; on a GPU ``fp16``/``bf16`` autocast; on a CPU with bf16 instructions ``bf16`` stores
+            the weights in bfloat16 and runs oneDNN's bf16 kernels (elsewhere it warns and runs fp32).
         input_size: network input side (1024, as the paper), a multiple of 256.
         tta: the authors' test-time augmentation: horizontal flip x scales 0.75, 1, 1.25 (six passes), logits
             averaged (what their published numbers use).
@@ -73,22 +76,45 @@ class Predictor:
 
     def __init__(
         self,
-        model: PDFNet,
+        model: PDFNet | OnnxNetwork,
         depth_estimator: DepthEstimator | None = None,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         input_size: int = 1024,
         tta: bool = False,
     ) -> None:
+        self.device = torch.device(device)
+        self.depth_estimator = depth_estimator
+        self.tta = tta
+        if isinstance(model, OnnxNetwork):
+            self._init_onnx(model, precision, input_size, tta)
+            return
         if not isinstance(input_size, int) or input_size < model.min_size or input_size % model.min_size:
             raise InputError(f"input_size must be a positive multiple of {model.min_size}, got {input_size}")
-        self.device = torch.device(device)
-        self.precision = check_precision(precision)
+        self.input_size = input_size
+        self.precision, why = effective_precision(self.device, precision)
+        if why:
+            warnings.warn(why, RuntimeWarning, stacklevel=2)
         model.depth_decoder = None
         self.model = model.to(self.device).eval()
-        self.depth_estimator = depth_estimator
-        self.input_size = input_size
-        self.tta = tta
+        # on a CPU the whole network runs in the precision asked for, weights included (no autocast casts)
+        self.dtype = torch.bfloat16 if self.device.type == "cpu" and self.precision == "bf16" else torch.float32
+        if self.device.type == "cpu":
+            # convolution weights stored as the channels-last activations read them (a fast path: no
+            # per-call reorder), and in the run's precision
+            self.model.to(dtype=self.dtype, memory_format=torch.channels_last)
+
+    def _init_onnx(self, model: OnnxNetwork, precision: str, input_size: int | None, tta: bool) -> None:
+        if input_size not in (None, model.input_size):
+            raise InputError(
+                f"{model.path} was exported for {model.input_size}x{model.input_size} inputs, not {input_size}; "
+                "export another size with pdfnet export --input-size"
+            )
+        if tta:
+            raise InputError(f"test-time augmentation needs other input sizes than {model.path}'s fixed one")
+        if precision != "fp32":
+            raise InputError(f"{model.path} runs in fp32 (the graph's precision), not {precision}")
+        self.model, self.input_size, self.precision, self.dtype = model, model.input_size, "fp32", torch.float32
 
     @classmethod
     def from_checkpoint(
@@ -112,9 +138,24 @@ class Predictor:
         device = resolve_device(device)
         model = load_pdfnet(path, variant=variant)
         if isinstance(depth_model, str):
-            precision = kwargs.get("precision", "fp32")
+            precision, _ = effective_precision(device, kwargs.get("precision", "fp32"))
             depth_model = DepthEstimator(depth_model, device=device, precision=precision)
         return cls(model, depth_model, device=device, **kwargs)
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | os.PathLike,
+        depth_model: str | DepthEstimator | None = DEFAULT_DEPTH_MODEL,
+        providers: list[str] | None = None,
+        **kwargs,
+    ) -> Predictor:
+        """From a graph written by ``pdfnet export`` (``pdfnet.onnx``), run by ONNX Runtime; ``depth_model`` as for
+        :meth:`from_checkpoint`, including a ``depth.onnx`` graph. The input size is the graph's."""
+        network = OnnxNetwork(path, providers)
+        if isinstance(depth_model, str):
+            depth_model = DepthEstimator(depth_model, device="cpu")
+        return cls(network, depth_model, device="cpu", input_size=kwargs.pop("input_size", None), **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str = "base", device: str | torch.device | None = None, **kwargs) -> Predictor:
@@ -124,6 +165,9 @@ class Predictor:
         return cls.from_checkpoint(download_weights(name), device=device, **kwargs)
 
     def _forward(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        if self.dtype != torch.float32:  # a CPU in bf16: weights and activations bfloat16, no autocast
+            with autocast(self.device, "fp32"):
+                return self.model(image.to(self.dtype), depth.to(self.dtype)).logits[0].float()
         with autocast(self.device, self.precision):
             return self.model(image, depth).logits[0].float()
 
@@ -193,7 +237,7 @@ class Predictor:
         S = (self.input_size, self.input_size)
         x = torch.stack([image_to_tensor(im, S) for im in images]).to(self.device)
         d = torch.stack([gray_to_tensor(dp, S) for dp in depth_maps]).to(self.device)
-        probs = self.logits(x, d).sigmoid()
+        probs = self.model(x, d) if isinstance(self.model, OnnxNetwork) else self.logits(x, d).sigmoid()
         return [probability_to_mask(p, im.shape[:2]) for p, im in zip(probs, images)]
 
     def predict_batch(

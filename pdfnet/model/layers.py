@@ -71,17 +71,19 @@ class RMSNorm(nn.Module):
         return weight * normed
 
     def forward_(self, x: torch.Tensor) -> torch.Tensor:
-        """The same normalisation written into ``x`` (float32 only, and only where nothing needs ``x`` again,
-        e.g. a convolution's fresh output at inference). Three passes over memory and no image-sized
+        """The same normalisation written into ``x`` (float32 or bfloat16, and only where nothing needs ``x``
+        again, e.g. a convolution's fresh output at inference). Three passes over memory and no image-sized
         temporaries, against about eight for :meth:`forward`: most of a 1024-pixel decoder layer's time on a
-        CPU went to those (float rounding differs by about 1e-7)."""
-        if x.dtype != torch.float32:
-            raise TypeError(f"in-place RMSNorm needs float32, got {x.dtype}")
+        CPU went to those (float rounding differs by about 1e-7 in float32; the statistics are float32 either
+        way)."""
+        if x.dtype not in (torch.float32, torch.bfloat16):
+            raise TypeError(f"in-place RMSNorm needs float32 or bfloat16, got {x.dtype}")
         # the channels last: a contiguous view when x is stored channels-last, a strided one otherwise
         xl = x if self.channels_last else x.movedim(1, -1)
-        inv = torch.linalg.vector_norm(xl, dim=-1, keepdim=True)  # sqrt(sum x^2), no squared copy of x
+        # sqrt(sum x^2) in float32 without a squared (or float32) copy of x
+        inv = torch.linalg.vector_norm(xl, dim=-1, keepdim=True, dtype=torch.float32)
         inv = inv.square_().div_(xl.shape[-1]).add_(self.eps).rsqrt_()
-        xl.mul_(inv).mul_(self.weight)
+        xl.mul_(inv.to(x.dtype)).mul_(self.weight.to(x.dtype))
         return x
 
 
@@ -102,9 +104,9 @@ class ConvNormAct(nn.Sequential):
         return self.norm_act(self.conv(x))
 
     def norm_act(self, x: torch.Tensor) -> torch.Tensor:
-        """The norm and activation of a convolution's fresh output ``x`` (normalised in place at float32
-        inference: nothing else may hold ``x``)."""
-        if x.dtype == torch.float32 and in_place_ok(x):
+        """The norm and activation of a convolution's fresh output ``x`` (normalised in place at float32 or
+        bfloat16 inference: nothing else may hold ``x``)."""
+        if x.dtype in (torch.float32, torch.bfloat16) and in_place_ok(x):
             # nothing keeps the convolution's output: normalise it where it lies (a fast path)
             return self.act(self.norm.forward_(x))
         return self.act(self.norm(x))

@@ -112,8 +112,10 @@ def window_layout(B: int, H: int, W: int, window: int, shift: int, device: torch
     gather = torch.where(real[:, None, :], (h * W + w)[:, None, :] + offsets, 0).reshape(-1)
     pad = None
     if H != Hp or W != Wp:
-        # (window, position) of every padding token: a stable sort puts the False ones of `real` first
-        at = torch.argsort(real.view(-1).to(torch.uint8), stable=True)[: (Hp * Wp - H * W)]
+        # (window, position) of every padding token, in order: the smallest keys are the False ones of `real`
+        # (keys are unique, so no stable sort is needed; top-k also exports to ONNX, a stable sort does not)
+        key = real.view(-1).to(torch.long) * real.numel() + torch.arange(real.numel(), **idx)
+        at = torch.topk(key, Hp * Wp - H * W, largest=False, sorted=True).indices
         pad = ((at[:, None] // N * B + torch.arange(B, **idx)) * N + at[:, None] % N).reshape(-1)
     # map side: real token (b, h, w) -> its shifted position -> window and position in it
     hs = (torch.arange(H, **idx)[:, None] - shift) % Hp
