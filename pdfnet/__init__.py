@@ -9,6 +9,8 @@ The package is layered, each layer importing only those below it:
 - ``inference``: the :class:`Predictor`.
 - ``evaluation``: the DIS metrics, scoring folders, and ``test.py``'s predict-and-score.
 - ``training``: losses, validation, checkpoints and the training loop.
+- ``app``: ``pdfnet serve``'s web page and HTTP API; the one place that imports Gradio (the ``app`` extra), and
+  only the ``serve`` command imports it.
 - ``commands`` and ``cli``: the ``pdfnet`` command.
 
 The public names below load their modules on first use, so that ``import pdfnet.evaluation.metrics`` (the

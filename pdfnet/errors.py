@@ -44,3 +44,8 @@ class DatasetError(PDFNetError, FileNotFoundError):
 
 class EvaluationError(PDFNetError, RuntimeError):
     """Predictions cannot be scored as asked (missing or unreadable files); the message names them."""
+
+
+class ServeError(PDFNetError, OSError):
+    """``pdfnet serve`` cannot start as asked: Gradio is not installed, or the address or port cannot be used;
+    the message names it and what to do instead."""

@@ -9,4 +9,5 @@ COMMANDS = {
     "depth": "depth",
     "evaluate": "evaluate",
     "export": "export",
+    "serve": "serve",
 }
