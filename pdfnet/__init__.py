@@ -38,6 +38,8 @@ _EXPORTS = {
     "load_pdfnet": "model.checkpoint",
     "official_key": "model.checkpoint",
     "pdfnet_loss": "training.losses",
+    "refine_foreground": "inference.foreground",
+    "refine_foreground_tensor": "inference.foreground",
     "set_fastpath": "model.fastpath",
     "to_official_state_dict": "model.checkpoint",
 }

@@ -16,6 +16,7 @@ from pdfnet.cli import main
 from pdfnet.data.processing import gray_to_tensor, probability_to_mask, resize_image
 from pdfnet.errors import CheckpointError, InputError
 from pdfnet.inference import predictor as predictor_module
+from pdfnet.inference.foreground import refine_foreground
 from pdfnet.inference.predictor import Predictor
 from pdfnet.io import example_image, read_image
 
@@ -65,8 +66,11 @@ def test_predict_and_cutout(predictor):
     assert mask.shape == (90, 140) and mask.dtype == np.uint8
     prob = predictor.predict(image)
     assert prob.dtype == np.float32 and np.array_equal(prob, mask / np.float32(255))
-    rgba = predictor.cutout(image)
-    assert rgba.shape == (90, 140, 4) and np.array_equal(rgba[..., :3], image) and np.array_equal(rgba[..., 3], mask)
+    plain = predictor.cutout(image, refine=False)
+    assert plain.shape == (90, 140, 4) and np.array_equal(plain[..., :3], image) and np.array_equal(plain[..., 3], mask)
+    rgba = predictor.cutout(image)  # foreground colours estimated where the mask is soft; the photo where it is 255
+    assert np.array_equal(rgba[..., 3], mask) and np.array_equal(rgba[mask == 255, :3], image[mask == 255])
+    assert np.array_equal(rgba[..., :3], refine_foreground(image, mask))
 
 
 def test_given_depth_and_batches(predictor):
