@@ -242,7 +242,7 @@ def test_cli_bad_locations_fail_before_any_work(tiny_official_checkpoint, tmp_pa
     Image.fromarray(_image(30, 40)).save(tmp_path / "x.png")
     (tmp_path / "empty").mkdir()
     assert _cli([str(tmp_path / "empty")], tiny_official_checkpoint) == 1
-    assert "no images in" in capsys.readouterr().err
+    assert "no images or videos in" in capsys.readouterr().err
     assert _cli([str(tmp_path / "nothing*.png")], tiny_official_checkpoint) == 1
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "file").write_text("not a folder")
@@ -270,6 +270,22 @@ def test_cli_masks_from_given_depth(tiny_official_checkpoint, tmp_path, capsys):
     assert mask.mode == "L" and mask.size == (40, 30)
     assert Image.open(tmp_path / "out" / "a_rgba.png").mode == "RGBA"
     assert not (tmp_path / "out" / "b_mask.png").exists()
+
+
+def test_cli_cutouts_refine_colours_unless_told_not_to(tiny_official_checkpoint, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "depth").mkdir()
+    image = _image(30, 40)
+    Image.fromarray(image).save(tmp_path / "in" / "a.png")
+    Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 6, (30, 1))).save(tmp_path / "depth" / "a.png")
+    common = [str(tmp_path / "in" / "a.png"), "--depth", str(tmp_path / "depth"), "--format", "both"]
+    assert _cli(common + ["--out", str(tmp_path / "refined")], tiny_official_checkpoint) == 0
+    assert _cli(common + ["--out", str(tmp_path / "plain"), "--no-refine"], tiny_official_checkpoint) == 0
+    mask = np.asarray(Image.open(tmp_path / "refined" / "a_mask.png"))
+    refined, plain = (np.asarray(Image.open(tmp_path / run / "a_rgba.png")) for run in ("refined", "plain"))
+    assert np.array_equal(refined[..., 3], mask) and np.array_equal(plain[..., 3], mask)
+    assert np.array_equal(refined[..., :3], refine_foreground(image, mask)) and np.array_equal(plain[..., :3], image)
+    assert not np.array_equal(refined[..., :3], image)
 
 
 def test_cli_default_is_the_bundled_photo(tiny_official_checkpoint, tiny_depth_model, tmp_path):

@@ -93,9 +93,10 @@ def refine_foreground(
         raise InputError(f"image must be an (H, W, 3) uint8 RGB array, got {_describe(image)}")
     if not isinstance(alpha, np.ndarray) or alpha.shape != image.shape[:2]:
         raise InputError(f"alpha must be an (H, W) array matching the image {image.shape[:2]}, got {_describe(alpha)}")
-    image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (3, H, W) view of (H, W, 3)
+    # torch wants writable arrays (masks read by PIL are not): a copy only then; nothing is written into them
+    image_t = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)  # (3, H, W) view
     if alpha.dtype == np.uint8:
-        alpha_t = torch.from_numpy(np.ascontiguousarray(alpha))
+        alpha_t = torch.from_numpy(np.require(alpha, requirements=["C", "W"]))
     elif np.issubdtype(alpha.dtype, np.floating) or alpha.dtype == bool:
         alpha_t = torch.from_numpy(np.clip(alpha.astype(np.float32), 0, 1))
     else:
