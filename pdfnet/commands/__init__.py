@@ -8,4 +8,5 @@ COMMANDS = {
     "test": "test",
     "depth": "depth",
     "evaluate": "evaluate",
+    "convert": "convert",
 }
