@@ -150,6 +150,17 @@ def test_offline_without_weights_is_explained(monkeypatch, tmp_path, capsys):
     assert "Tennineee/PDFNet-General" in err and "PDF-Generally.pth" in err and "Traceback" not in err
 
 
+def test_general_weights_offline_end_in_one_line(tmp_path):
+    # truly offline, with an empty Hugging Face cache: the authors' General model cannot be fetched
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    command = [sys.executable, "-m", "pdfnet", "predict", "--weights", "general", "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "Tennineee/PDFNet-General" in line and "PDF-Generally.pth" in line
+    assert "--weights PATH" in line and not any((tmp_path / "out").glob("*.png"))
+
+
 # ----------------------------------------------------------------------------------------------- the CLI
 
 
