@@ -251,6 +251,21 @@ def test_predict_writes_mask_and_rgba_videos(tiny_official_checkpoint, tiny_dept
     stamp = (out / "clip_mask.mp4").stat().st_mtime_ns
     assert _predict([str(clip), "--out", str(out), "--format", "mask"], tiny_official_checkpoint, tiny_depth_model) == 0
     assert "nothing to do" in capsys.readouterr().out and (out / "clip_mask.mp4").stat().st_mtime_ns == stamp
+    args = [str(clip), "--out", str(out), "--format", "mask", "--overwrite"]
+    assert _predict(args, tiny_official_checkpoint, tiny_depth_model) == 0
+    assert (out / "clip_mask.mp4").stat().st_mtime_ns != stamp and len(read_back(out / "clip_mask.mp4")[0]) == 4
+
+
+def test_predict_never_replaces_a_video_and_wants_the_depth_model_for_it(tiny_official_checkpoint, tmp_path, capsys):
+    clip = make_clip(tmp_path / "in" / "clip.mp4", frames=2)
+    before = clip.read_bytes()
+    command = ["predict", str(clip), "--weights", tiny_official_checkpoint, "--input-size", "256", "--device", "cpu"]
+    assert main([*command, "--out", str(tmp_path / "in")]) == 1
+    assert "folder of inputs" in capsys.readouterr().err and clip.read_bytes() == before
+    (tmp_path / "depth").mkdir()
+    assert main([*command, "--out", str(tmp_path / "out"), "--depth", str(tmp_path / "depth")]) == 1
+    err = capsys.readouterr().err
+    assert f"{clip} is a video" in err and "Traceback" not in err and not any((tmp_path / "out").iterdir())
 
 
 def test_predict_names_a_corrupt_video_and_goes_on(tiny_official_checkpoint, tiny_depth_model, tmp_path, capsys):
