@@ -2,11 +2,11 @@
 
 The package is layered, each layer importing only those below it:
 
-- ``runtime``, ``errors``, ``config``, ``io``: constants, precisions and devices; error types; typed configs;
-  reading images and writing files atomically.
+- ``runtime``, ``errors``, ``config``, ``io``, ``video``: constants, precisions and devices; error types; typed
+  configs; reading images and writing files atomically; reading and writing videos.
 - ``model``: the network (Swin encoder, FSE/CoA decoder, patches), its fast paths, and loading weights.
 - ``data``: dataset layouts, the shared pre- and post-processing, training samples, Depth-Anything-V2 depth.
-- ``inference``: the :class:`Predictor`.
+- ``inference``: the :class:`Predictor`, and the foreground colours of cutouts.
 - ``evaluation``: the DIS metrics, scoring folders, and ``test.py``'s predict-and-score.
 - ``training``: losses, validation, checkpoints and the training loop.
 - ``app``: ``pdfnet serve``'s web page and HTTP API; the one place that imports Gradio (the ``app`` extra), and
@@ -40,6 +40,8 @@ _EXPORTS = {
     "load_pdfnet": "model.checkpoint",
     "official_key": "model.checkpoint",
     "pdfnet_loss": "training.losses",
+    "refine_foreground": "inference.foreground",
+    "refine_foreground_tensor": "inference.foreground",
     "set_fastpath": "model.fastpath",
     "to_official_state_dict": "model.checkpoint",
 }

@@ -29,6 +29,11 @@ class ImageReadError(PDFNetError, OSError):
     """An input file that cannot be read as an image (or video); the message names the file."""
 
 
+class VideoReadError(ImageReadError):
+    """A video that cannot be read: missing, not a video, truncated or corrupt; the message names the file (and
+    the frame near which it broke)."""
+
+
 class DepthModelError(PDFNetError, RuntimeError):
     """The depth model cannot be loaded; the message says what to pass instead."""
 

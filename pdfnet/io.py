@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageReadError, InputError, OutputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi")  # read by pdfnet.video
 TEMP_SUFFIX = ".tmp"
 _PIL_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 _PIL_FORMATS |= {".webp": "WEBP", ".gif": "GIF"}

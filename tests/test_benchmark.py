@@ -39,3 +39,14 @@ def test_metrics_benchmark(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "first run" in result.stdout and "cached run" in result.stdout
+
+
+def test_foreground_benchmark(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark_foreground.py"), "--sizes", "128", "--repeats", "1"]
+    command += ["--no-pymatting", "--json", str(tmp_path / "fg.json")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["composite"], r["method"]): r for r in json.loads((tmp_path / "fg.json").read_text())["rows"]}
+    assert len(rows) == 4 * 5  # four composites; raw, blur fusion and three of ours
+    raw, ours = rows["cat_on_magenta_128", "raw photo"], rows["cat_on_magenta_128", "ours (default)"]
+    assert ours["mae"] < 0.5 * raw["mae"]

@@ -72,5 +72,5 @@ def test_no_file_edits_sys_path():
 def test_the_command_lists_its_jobs():
     result = subprocess.run([sys.executable, "-m", "pdfnet", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for job in ("predict", "train", "test", "depth", "evaluate"):
+    for job in ("predict", "train", "test", "depth", "evaluate", "convert"):
         assert job in result.stdout

@@ -16,6 +16,7 @@ from pdfnet.cli import main
 from pdfnet.data.processing import gray_to_tensor, probability_to_mask, resize_image
 from pdfnet.errors import CheckpointError, InputError
 from pdfnet.inference import predictor as predictor_module
+from pdfnet.inference.foreground import refine_foreground
 from pdfnet.inference.predictor import Predictor
 from pdfnet.io import example_image, read_image
 
@@ -65,8 +66,11 @@ def test_predict_and_cutout(predictor):
     assert mask.shape == (90, 140) and mask.dtype == np.uint8
     prob = predictor.predict(image)
     assert prob.dtype == np.float32 and np.array_equal(prob, mask / np.float32(255))
-    rgba = predictor.cutout(image)
-    assert rgba.shape == (90, 140, 4) and np.array_equal(rgba[..., :3], image) and np.array_equal(rgba[..., 3], mask)
+    plain = predictor.cutout(image, refine=False)
+    assert plain.shape == (90, 140, 4) and np.array_equal(plain[..., :3], image) and np.array_equal(plain[..., 3], mask)
+    rgba = predictor.cutout(image)  # foreground colours estimated where the mask is soft; the photo where it is 255
+    assert np.array_equal(rgba[..., 3], mask) and np.array_equal(rgba[mask == 255, :3], image[mask == 255])
+    assert np.array_equal(rgba[..., :3], refine_foreground(image, mask))
 
 
 def test_given_depth_and_batches(predictor):
@@ -144,6 +148,17 @@ def test_offline_without_weights_is_explained(monkeypatch, tmp_path, capsys):
     assert main(["predict", "--out", str(tmp_path), "--weights", "general"]) == 1
     err = capsys.readouterr().err
     assert "Tennineee/PDFNet-General" in err and "PDF-Generally.pth" in err and "Traceback" not in err
+
+
+def test_general_weights_offline_end_in_one_line(tmp_path):
+    # truly offline, with an empty Hugging Face cache: the authors' General model cannot be fetched
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    command = [sys.executable, "-m", "pdfnet", "predict", "--weights", "general", "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "Tennineee/PDFNet-General" in line and "PDF-Generally.pth" in line
+    assert "--weights PATH" in line and not any((tmp_path / "out").glob("*.png"))
 
 
 # ----------------------------------------------------------------------------------------------- the CLI
@@ -238,7 +253,7 @@ def test_cli_bad_locations_fail_before_any_work(tiny_official_checkpoint, tmp_pa
     Image.fromarray(_image(30, 40)).save(tmp_path / "x.png")
     (tmp_path / "empty").mkdir()
     assert _cli([str(tmp_path / "empty")], tiny_official_checkpoint) == 1
-    assert "no images in" in capsys.readouterr().err
+    assert "no images or videos in" in capsys.readouterr().err
     assert _cli([str(tmp_path / "nothing*.png")], tiny_official_checkpoint) == 1
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "file").write_text("not a folder")
@@ -266,6 +281,22 @@ def test_cli_masks_from_given_depth(tiny_official_checkpoint, tmp_path, capsys):
     assert mask.mode == "L" and mask.size == (40, 30)
     assert Image.open(tmp_path / "out" / "a_rgba.png").mode == "RGBA"
     assert not (tmp_path / "out" / "b_mask.png").exists()
+
+
+def test_cli_cutouts_refine_colours_unless_told_not_to(tiny_official_checkpoint, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "depth").mkdir()
+    image = _image(30, 40)
+    Image.fromarray(image).save(tmp_path / "in" / "a.png")
+    Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 6, (30, 1))).save(tmp_path / "depth" / "a.png")
+    common = [str(tmp_path / "in" / "a.png"), "--depth", str(tmp_path / "depth"), "--format", "both"]
+    assert _cli(common + ["--out", str(tmp_path / "refined")], tiny_official_checkpoint) == 0
+    assert _cli(common + ["--out", str(tmp_path / "plain"), "--no-refine"], tiny_official_checkpoint) == 0
+    mask = np.asarray(Image.open(tmp_path / "refined" / "a_mask.png"))
+    refined, plain = (np.asarray(Image.open(tmp_path / run / "a_rgba.png")) for run in ("refined", "plain"))
+    assert np.array_equal(refined[..., 3], mask) and np.array_equal(plain[..., 3], mask)
+    assert np.array_equal(refined[..., :3], refine_foreground(image, mask)) and np.array_equal(plain[..., :3], image)
+    assert not np.array_equal(refined[..., :3], image)
 
 
 def test_cli_default_is_the_bundled_photo(tiny_official_checkpoint, tiny_depth_model, tmp_path):

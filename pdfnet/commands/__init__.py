@@ -9,5 +9,6 @@ COMMANDS = {
     "depth": "depth",
     "evaluate": "evaluate",
     "export": "export",
+    "convert": "convert",
     "serve": "serve",
 }

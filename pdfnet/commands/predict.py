@@ -1,15 +1,22 @@
-"""``pdfnet predict``: images in, masks and cutouts out; one bad file never stops the rest, finished outputs are
-kept (a rerun continues where an interrupted one stopped) and inputs are never overwritten."""
+"""``pdfnet predict``: images and videos in, masks and cutouts out; one bad file never stops the rest, finished
+outputs are kept (a rerun continues where an interrupted one stopped) and inputs are never overwritten.
+
+A video's frames are predicted in batches, each frame on its own (there is no temporal model), and written as a
+grey ``<stem>_mask.mp4`` and a VP9-with-alpha ``<stem>_rgba.webm`` with the input's frame count, size, timestamps
+and (in the WebM) audio."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.depth import DEFAULT_DEPTH_MODEL, LICENSE_NOTE
 from ..errors import InputError, OutputError, PDFNetError
 from ..io import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
     FolderLock,
     check_writable_folder,
     example_image,
@@ -20,14 +27,23 @@ from ..io import (
 )
 from .options import add_device_options, input_size, positive_int
 
-HELP = "cut the main object out of images"
+if TYPE_CHECKING:
+    from ..inference.predictor import Predictor
+
+HELP = "cut the main object out of images and videos"
 FORMATS = ("rgba", "mask", "both")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = "Cut the main object out of photos: RGBA cutouts or 8-bit masks at each photo's size."
+    p.description = (
+        "Cut the main object out of photos and videos: RGBA cutouts or 8-bit masks at each input's size. Videos "
+        f"({', '.join(VIDEO_SUFFIXES)}) become <stem>_mask.mp4 and <stem>_rgba.webm (VP9 with alpha, with the "
+        "audio), each frame predicted on its own."
+    )
     p.epilog = LICENSE_NOTE
-    p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns (default: the bundled example)")
+    p.add_argument(
+        "inputs", nargs="*", help="image or video files, folders or glob patterns (default: the bundled example)"
+    )
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument(
         "--weights",
@@ -42,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--depth", help="folder of ready-made depth maps named by input stem (skips the depth model)")
     p.add_argument("--format", choices=FORMATS, default="rgba", dest="fmt", help="rgba (default), mask or both")
-    p.add_argument("--batch-size", type=positive_int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images or video frames per forward pass")
     p.add_argument(
         "--input-size",
         type=input_size,
@@ -51,12 +67,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "model was trained at, and outputs always have each input's size",
     )
     p.add_argument("--tta", action="store_true", help="the authors' test-time augmentation (flips x 3 scales)")
+    p.add_argument(
+        "--no-refine",
+        dest="refine",
+        action="store_false",
+        help="RGBA: keep the photo's colours where the mask is soft (default: estimate the foreground's colours, "
+        "so that no fringe of the old background shows)",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them)")
     add_device_options(p)
 
 
-def output_names(stem: str, fmt: str) -> dict[str, str]:
-    """``<stem>.png`` for one format; ``<stem>_mask.png`` and ``<stem>_rgba.png`` for both."""
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def output_names(stem: str, fmt: str, video: bool = False) -> dict[str, str]:
+    """``<stem>.png`` for one format; ``<stem>_mask.png`` and ``<stem>_rgba.png`` for both. A video's are always
+    ``<stem>_mask.mp4`` and ``<stem>_rgba.webm``."""
+    if video:
+        names = {"mask": f"{stem}_mask.mp4", "rgba": f"{stem}_rgba.webm"}
+        return names if fmt == "both" else {fmt: names[fmt]}
     if fmt == "both":
         return {"mask": f"{stem}_mask.png", "rgba": f"{stem}_rgba.png"}
     return {fmt: f"{stem}.png"}
@@ -71,7 +102,7 @@ def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str) -> dict[Path, dict
         raise OutputError(f"--out {out_dir} is a folder of inputs: its outputs would mix with them; choose another")
     plan, owners = {}, {}
     for path in inputs:
-        files = {kind: out_dir / name for kind, name in output_names(path.stem, fmt).items()}
+        files = {kind: out_dir / name for kind, name in output_names(path.stem, fmt, is_video(path)).items()}
         for target in files.values():
             other = owners.setdefault(target.resolve(), path)
             if other != path:
@@ -117,13 +148,9 @@ def _read_depth(folder: str, image_path: Path, shape: tuple[int, ...]):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pdfnet predict``; returns the exit status (1 if any input failed)."""
-    from tqdm import tqdm
-
-    from ..inference.predictor import to_rgba
-
-    inputs = list(expand_inputs(args.inputs)) if args.inputs else [example_image()]
+    inputs = list(expand_inputs(args.inputs, IMAGE_SUFFIXES + VIDEO_SUFFIXES)) if args.inputs else [example_image()]
     if not inputs:
-        raise InputError(f"no images in {' '.join(args.inputs)}")
+        raise InputError(f"no images or videos in {' '.join(args.inputs)}")
     out_dir = check_writable_folder(args.out)
     plan = plan_outputs(inputs, out_dir, args.fmt)
     todo = [p for p in inputs if args.overwrite or not all(f.exists() for f in plan[p].values())]
@@ -131,40 +158,108 @@ def run(args: argparse.Namespace) -> int:
     if not todo:
         print(f"all {len(inputs)} output(s) already exist in {out_dir}; nothing to do (--overwrite redoes them)")
         return 0
+    failed: list[str] = []
     with FolderLock(out_dir, "predict"):
         predictor = _load_predictor(args)
-        failed: list[str] = []
-        written = 0
-        bar = tqdm(total=len(todo), desc="predict", unit="img")
-        for start in range(0, len(todo), args.batch_size):
-            paths, images, depths = [], [], []
-            for path in todo[start : start + args.batch_size]:
-                try:
-                    image = read_image(path)
-                    depth = _read_depth(args.depth, path, image.shape) if args.depth else None
-                    if depth is None and predictor.depth_estimator is not None:
-                        predictor.depth_estimator.input_shape(image)  # refuse unusable shapes up front
-                except PDFNetError as e:
-                    failed.append(str(e) if str(path) in str(e) else f"{path}: {e}")
-                    tqdm.write(f"error: {failed[-1]}", file=sys.stderr)
-                    bar.update(1)
-                    continue
-                paths.append(path)
-                images.append(image)
-                depths.append(depth)
-            if not paths:
-                continue
-            for path, image, mask in zip(paths, images, predictor.predict_masks(images, depths)):
-                files = plan[path]
-                if "mask" in files:
-                    write_image_atomic(files["mask"], mask)
-                if "rgba" in files:
-                    write_image_atomic(files["rgba"], to_rgba(image, mask))
+        images = [p for p in todo if not is_video(p)]
+        written = _predict_images(predictor, images, plan, args, failed) if images else 0
+        for path in (p for p in todo if is_video(p)):
+            try:
+                _predict_video(predictor, path, plan[path], args)
                 written += 1
-                bar.update(1)
-        bar.close()
+            except PDFNetError as e:
+                failed.append(_named(e, path))
+                print(f"error: {failed[-1]}", file=sys.stderr)
     note = f"; {skipped} already done, skipped (--overwrite redoes them)" if skipped else ""
     print(f"wrote {written} result(s) to {out_dir}{note}" + (f"; {len(failed)} input(s) failed:" if failed else ""))
     for message in failed:
         print(f"  {message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _named(error: PDFNetError, path: Path) -> str:
+    return str(error) if str(path) in str(error) else f"{path}: {error}"
+
+
+def _predict_images(
+    predictor: Predictor,
+    todo: list[Path],
+    plan: dict[Path, dict[str, Path]],
+    args: argparse.Namespace,
+    failed: list[str],
+) -> int:
+    """Masks and cutouts of ``todo``, ``--batch-size`` images at a time; returns how many were written and adds
+    a line to ``failed`` for each image that could not be read or used."""
+    from tqdm import tqdm
+
+    from ..inference.predictor import to_rgba
+
+    written = 0
+    bar = tqdm(total=len(todo), desc="predict", unit="img")
+    for start in range(0, len(todo), args.batch_size):
+        paths, images, depths = [], [], []
+        for path in todo[start : start + args.batch_size]:
+            try:
+                image = read_image(path)
+                depth = _read_depth(args.depth, path, image.shape) if args.depth else None
+                if depth is None and predictor.depth_estimator is not None:
+                    predictor.depth_estimator.input_shape(image)  # refuse unusable shapes up front
+            except PDFNetError as e:
+                failed.append(_named(e, path))
+                tqdm.write(f"error: {failed[-1]}", file=sys.stderr)
+                bar.update(1)
+                continue
+            paths.append(path)
+            images.append(image)
+            depths.append(depth)
+        if not paths:
+            continue
+        for path, image, mask in zip(paths, images, predictor.predict_masks(images, depths)):
+            files = plan[path]
+            if "mask" in files:
+                write_image_atomic(files["mask"], mask)
+            if "rgba" in files:
+                write_image_atomic(files["rgba"], to_rgba(image, mask, refine=args.refine))
+            written += 1
+            bar.update(1)
+    bar.close()
+    return written
+
+
+def _predict_video(predictor: Predictor, path: Path, files: dict[str, Path], args: argparse.Namespace) -> None:
+    """Stream a video's frames through the network, ``--batch-size`` at a time, into its mask and RGBA videos.
+
+    Raises:
+        PDFNetError: the video cannot be read (or used); its outputs are then not written at all.
+    """
+    from contextlib import ExitStack
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..inference.foreground import refine_foreground
+    from ..video import MaskVideoWriter, RgbaVideoWriter, open_video
+
+    if args.depth:
+        raise InputError(f"{path} is a video: --depth maps are for images; leave --depth out to use the depth model")
+    with ExitStack() as stack:  # on an error the writers, left first, delete their temporary files
+        reader = stack.enter_context(open_video(path))
+        if predictor.depth_estimator is not None:
+            predictor.depth_estimator.input_shape(np.empty((reader.info.height, reader.info.width, 3), np.uint8))
+        mask_out = stack.enter_context(MaskVideoWriter(files["mask"], reader.info)) if "mask" in files else None
+        rgba_out = stack.enter_context(RgbaVideoWriter(files["rgba"], reader.info)) if "rgba" in files else None
+        bar = stack.enter_context(tqdm(total=reader.info.frame_count or None, desc=path.name, unit="frame"))
+        for batch in reader.batches(args.batch_size):
+            masks = np.stack(predictor.predict_masks(list(batch.frames)))
+            if mask_out is not None:
+                mask_out.write(masks, batch.pts, batch.durations)
+            if rgba_out is not None:
+                colours = (
+                    [refine_foreground(f, m) for f, m in zip(batch.frames, masks)] if args.refine else batch.frames
+                )
+                rgba_out.write(np.asarray(colours), masks, batch.pts, batch.durations)
+            bar.update(len(batch))
+        bar.total = bar.n  # the header's count can be off (edit lists, estimates)
+        bar.refresh()
+    for warning in reader.info.warnings + (rgba_out.warnings if rgba_out else []):
+        print(f"warning: {path}: {warning}", file=sys.stderr)

@@ -1,1 +1,2 @@
-"""Cutouts of photos: the :class:`~pdfnet.inference.predictor.Predictor`."""
+"""Cutouts of photos: the :class:`~pdfnet.inference.predictor.Predictor`, and the foreground colours of
+semi-transparent pixels (:mod:`~pdfnet.inference.foreground`)."""

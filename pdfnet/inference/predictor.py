@@ -25,6 +25,7 @@ from ..model.layers import resize
 from ..model.network import PDFNet
 from ..model.onnx import OnnxNetwork
 from ..runtime import autocast, effective_precision, resolve_device
+from .foreground import refine_foreground
 
 # Published weights by name: (Hugging Face repo, file). "base" is the paper's DIS-5K model (the release variant);
 # "general" the authors' second checkpoint, trained on more data (DIS-5K and HRSOD, per the ComfyUI port).
@@ -254,9 +255,14 @@ class Predictor:
         """(H, W, 3) uint8 RGB (and optional depth) -> (H, W) uint8 mask, the PNG ``test.py`` would write."""
         return self.predict_masks([image], [depth])[0]
 
-    def cutout(self, image: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (H, W, 4) uint8 RGBA whose alpha is the predicted mask."""
-        return to_rgba(image, self.predict_mask(image, depth))
+    def cutout(self, image: np.ndarray, depth: np.ndarray | None = None, refine: bool = True) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (H, W, 4) uint8 RGBA whose alpha is the predicted mask.
+
+        With ``refine``, the colours of semi-transparent pixels are the foreground's, estimated by
+        :func:`~pdfnet.inference.foreground.refine_foreground` (no fringe of the old background); without, the
+        photo's.
+        """
+        return to_rgba(image, self.predict_mask(image, depth), refine=refine)
 
 
 def to_mask(prob: np.ndarray) -> np.ndarray:
@@ -264,7 +270,10 @@ def to_mask(prob: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
 
 
-def to_rgba(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The image with ``mask`` (uint8, or a [0, 1] probability) as its alpha channel: (H, W, 4) uint8."""
+def to_rgba(image: np.ndarray, mask: np.ndarray, refine: bool = False) -> np.ndarray:
+    """The image with ``mask`` (uint8, or a [0, 1] probability) as its alpha channel: (H, W, 4) uint8; with
+    ``refine``, its colours replaced by the foreground's (:func:`~pdfnet.inference.foreground.refine_foreground`)."""
     alpha = mask if mask.dtype == np.uint8 else to_mask(mask)
+    if refine:
+        image = refine_foreground(image, alpha)
     return np.dstack([image, alpha])

@@ -12,11 +12,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig, config_from_dict
-from ..errors import CheckpointError, ConfigError
+from ..config import ModelConfig, config_from_dict, to_dict
+from ..errors import CheckpointError, ConfigError, OutputError
+from ..io import atomic_path
 from .network import PDFNet, build_pdfnet
 from .state_dict import load_matching, read_weights, unwrap_state_dict
 
@@ -142,12 +144,12 @@ def load_official_checkpoint(
             not match (each named), or a contradicting variant.
     """
     if isinstance(path_or_state_dict, Mapping):
-        state, name = unwrap_state_dict(path_or_state_dict), "checkpoint"
+        raw, name = path_or_state_dict, "checkpoint"
     else:
         name = os.fspath(path_or_state_dict)
-        state = unwrap_state_dict(read_weights(name))
+        raw = read_weights(name)
     try:
-        return _build_official(state, variant, name)
+        return _build_official(unwrap_state_dict(raw), variant or stored_variant(raw), name)
     except CheckpointError as e:
         raise _named(e, name) from None
 
@@ -218,6 +220,13 @@ def stored_config(checkpoint: Mapping) -> dict | None:
     return None
 
 
+def stored_variant(checkpoint: Mapping) -> str | None:
+    """The variant written into a ``.safetensors`` file's metadata by :func:`convert_to_safetensors`, or None."""
+    metadata = checkpoint.get("__metadata__")
+    variant = metadata.get("variant") if isinstance(metadata, Mapping) else None
+    return variant if variant in ("release", "cvpr") else None
+
+
 def model_config_from_checkpoint(checkpoint: Mapping) -> ModelConfig:
     """The model config stored in one of our checkpoints (read and checked like a config file), or the
     default when there is none."""
@@ -256,7 +265,7 @@ def _build(checkpoint: Mapping, variant: str | None, name: str) -> PDFNet:
     if not state:
         raise CheckpointError("holds no tensors: not a PDFNet checkpoint")
     if is_official_layout(state):
-        return _build_official(state, variant, name)
+        return _build_official(state, variant or stored_variant(checkpoint), name)
     try:
         cfg = model_config_from_checkpoint(checkpoint)
     except ConfigError as e:
@@ -288,3 +297,59 @@ def init_from_checkpoint(model: PDFNet, path: str | os.PathLike) -> tuple[list[s
         return load_matching(model, state)
     except ValueError:
         raise CheckpointError(f"{os.fspath(path)}: no tensor matches the model (not a PDFNet checkpoint?)") from None
+
+
+def convert_to_safetensors(
+    source: str | os.PathLike, target: str | os.PathLike, variant: str | None = None, overwrite: bool = False
+) -> dict[str, str]:
+    """Write the weights of a PDFNet checkpoint as a ``.safetensors`` file, which every loader reads and which can
+    hold nothing but tensors.
+
+    Ours (``last.pt``, ``best.pt``) keep the model's state dict (optimizer and the rest are left out); the
+    authors' (``.pth``) keep their key layout, so that :func:`load_official_checkpoint` reads the result as it
+    reads them. The metadata holds ``variant`` and ``config``: the stored run config as JSON for ours, the model
+    config read off the weights for the authors'.
+
+    Args:
+        variant: for an authors'-layout checkpoint without a depth head, which version it is (else ``release``).
+
+    Returns:
+        the metadata written.
+
+    Raises:
+        CheckpointError: the source is not a PDFNet checkpoint (each problem named).
+        OutputError: ``target`` exists (without ``overwrite``), is the source, or cannot be written.
+    """
+    source_name, target = os.fspath(source), Path(target)
+    if target.exists() and os.path.exists(source_name) and os.path.samefile(source_name, target):
+        raise OutputError(f"{target} is the checkpoint being converted; choose another --out")
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target} exists; pass --overwrite to replace it")
+    checkpoint = read_weights(source_name)
+    model = load_pdfnet(checkpoint, variant=variant)  # checks every key and shape, naming what is wrong
+    state = unwrap_state_dict(checkpoint)
+    if is_official_layout(state):
+        cfg = replace(infer_architecture(state), variant=model.variant, depth_head=model.depth_decoder is not None)
+        config = {"model": to_dict(cfg)}
+    else:
+        config = stored_config(checkpoint) or {"model": to_dict(model_config_from_checkpoint(checkpoint))}
+    metadata = {"format": "pt", "variant": model.variant, "config": json.dumps(config)}
+    _save_safetensors(state, target, metadata)
+    return metadata
+
+
+def _save_safetensors(state: Mapping[str, torch.Tensor], target: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tensors, seen = {}, set()
+    for key, value in state.items():
+        # safetensors refuses tensors sharing memory or not contiguous: copy those (tied weights, views)
+        storage = value.untyped_storage()
+        shared = storage.data_ptr() in seen or storage.nbytes() != value.numel() * value.element_size()
+        seen.add(storage.data_ptr())
+        tensors[key] = value.detach().clone().contiguous() if shared or not value.is_contiguous() else value.detach()
+    try:
+        with atomic_path(target) as tmp:
+            save_file(tensors, tmp, metadata=metadata)
+    except OSError as e:
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
