@@ -4,9 +4,14 @@
     python scripts/benchmark.py --device cuda --json bench.json   # the full table on a GPU
     python scripts/benchmark.py --device cpu --infer-batch 1 --precisions fp32 --no-train
 
+    python scripts/benchmark.py --device cpu --precisions fp32 bf16 --no-train   # CPU fp32 against CPU bf16
+    python scripts/benchmark.py --device cpu --no-depth --no-train --onnx exported/pdfnet.onnx  # + ONNX Runtime
+
 Warm-up runs, synchronised timing, the median of several runs; prints a table and the device and versions,
 and writes JSON with --json. Weights are random (speed does not depend on them); the depth model is
-Depth-Anything-V2-Large's architecture, randomly initialised, run at its 518-pixel input.
+Depth-Anything-V2-Large's architecture, randomly initialised, run at its 518-pixel input. On a CPU, bf16 is the
+Predictor's CPU mode (weights and activations in bfloat16, no autocast), every row runs in a fresh process and
+reports that process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -78,16 +86,25 @@ def reset_peak(device: torch.device) -> None:
 
 
 def peak_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    """Peak GPU memory allocated, or on a CPU the process's peak resident memory (GiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def bench_inference(args, device, precision: str, batch: int, compiled: bool, with_depth: bool) -> dict:
     model = build_pdfnet(replace(ModelConfig(), depth_head=False)).to(device).eval()
-    net = torch.compile(model) if compiled else model
     depth_model = depth_anything_large().to(device) if with_depth else None
     S = args.size
     image = torch.randn(batch, 3, S, S, device=device)
     depth = torch.rand(batch, 1, S, S, device=device)
+    if device.type == "cpu":  # as the Predictor runs on a CPU: weights in the run's precision, channels-last
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        model.to(dtype=dtype, memory_format=torch.channels_last)
+        image, depth = image.to(dtype), depth.to(dtype)
+        depth_model = depth_model.to(dtype) if depth_model is not None else None
+        precision = "fp32"  # no autocast: the tensors carry the precision
+    net = torch.compile(model) if compiled else model
 
     @torch.inference_mode()
     def step():
@@ -96,7 +113,7 @@ def bench_inference(args, device, precision: str, batch: int, compiled: bool, wi
             if depth_model is not None:
                 small = F.interpolate(image, size=(518, 518), mode="bilinear", align_corners=False)
                 d = depth_model(pixel_values=small).predicted_depth[:, None]
-                d = F.interpolate(d.float(), size=(S, S), mode="bilinear", align_corners=True)
+                d = F.interpolate(d.float(), size=(S, S), mode="bilinear", align_corners=True).to(image.dtype)
             return net(image, d).logits[0]
 
     reset_peak(device)
@@ -125,6 +142,21 @@ def bench_training(args, device, precision: str, batch: int, compiled: bool) -> 
     reset_peak(device)
     seconds = timed(step, device, args.warmup, args.iters, args.repeats)
     return {"images_per_s": batch / seconds, "s_per_step": seconds, "peak_gib": peak_gib(device)}
+
+
+def bench_onnx(args, batch: int) -> dict:
+    """ONNX Runtime on the CPU running a graph of ``pdfnet export`` (at the graph's size)."""
+    from pdfnet.model.onnx import OnnxNetwork
+
+    network = OnnxNetwork(args.onnx, ["CPUExecutionProvider"])
+    S = network.input_size
+    image, depth = torch.randn(batch, 3, S, S), torch.rand(batch, 1, S, S)
+    seconds = timed(lambda: network(image, depth), torch.device("cpu"), args.warmup, args.iters, args.repeats)
+    return {
+        "images_per_s": batch / seconds,
+        "ms_per_image": 1000 * seconds / batch,
+        "peak_gib": peak_gib(torch.device("cpu")),
+    }
 
 
 def guarded(bench, args, device: torch.device, *rest) -> dict:
@@ -160,6 +192,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--onnx", help="also time this graph of pdfnet export with ONNX Runtime (CPU)")
+    parser.add_argument("--row", help=argparse.SUPPRESS)  # one row, in a fresh process (CPU peak memory)
     args = parser.parse_args()
     keep_freed_memory()  # as the command-line tools do
     device = torch.device(args.device)
@@ -174,37 +208,67 @@ def main() -> None:
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
         torch.backends.cudnn.allow_tf32 = False
+    if args.row:
+        print(json.dumps(run_row(args, device, json.loads(args.row))))
+        return
 
     env = environment(device)
     print(json.dumps(env))
-    rows = []
+    specs = []
     for compiled in compile_modes:
         for precision in args.precisions:
             for with_depth in [False] + ([] if args.no_depth else [True]):
                 for batch in args.infer_batch:
-                    r = guarded(bench_inference, args, device, precision, batch, compiled, with_depth)
-                    rows.append(
+                    specs.append(
                         {
                             "job": "infer+depth" if with_depth else "infer",
                             "precision": precision,
                             "batch": batch,
                             "compile": compiled,
-                            **r,
                         }
                     )
-                    print(_format(rows[-1]), flush=True)
             for batch in args.train_batch:
-                r = guarded(bench_training, args, device, precision, batch, compiled)
-                rows.append({"job": "train", "precision": precision, "batch": batch, "compile": compiled, **r})
-                print(_format(rows[-1]), flush=True)
+                specs.append({"job": "train", "precision": precision, "batch": batch, "compile": compiled})
+    if args.onnx:
+        specs += [{"job": "infer", "precision": "onnxruntime", "batch": b, "compile": False} for b in args.infer_batch]
+    rows = []
+    for spec in specs:
+        # on a CPU every row runs in a fresh process, so that its peak resident memory is its own
+        result = _in_subprocess(spec) if device.type == "cpu" else run_row(args, device, spec)
+        rows.append({**spec, **result})
+        print(_format(rows[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"environment": env, "size": args.size, "results": rows}, indent=2))
+
+
+def run_row(args, device: torch.device, spec: dict) -> dict:
+    if spec["precision"] == "onnxruntime":
+        return bench_onnx(args, spec["batch"])
+    if spec["job"] == "train":
+        return guarded(bench_training, args, device, spec["precision"], spec["batch"], spec["compile"])
+    with_depth = spec["job"] == "infer+depth"
+    return guarded(bench_inference, args, device, spec["precision"], spec["batch"], spec["compile"], with_depth)
+
+
+def _in_subprocess(spec: dict) -> dict:
+    argv = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    if "--json" in sys.argv:  # drop the flag's value too
+        i = sys.argv.index("--json")
+        argv = sys.argv[1:i] + sys.argv[i + 2 :]
+    done = subprocess.run(
+        [sys.executable, __file__, *argv, "--row", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return {"images_per_s": 0.0, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _format(row: dict) -> str:
     head = f"{row['job']:<12} {row['precision']:<5} batch {row['batch']:<2} compile {str(row['compile']):<5}"
     if row.get("oom"):
         return f"{head} out of memory"
+    if row.get("error"):
+        return f"{head} failed: {row['error']}"
     mem = f"{row['peak_gib']:.1f} GiB" if row.get("peak_gib") is not None else "-"
     extra = f"{row['ms_per_image']:.1f} ms/img" if "ms_per_image" in row else f"{row['s_per_step']:.3f} s/step"
     return f"{head} {row['images_per_s']:8.2f} img/s  {extra:>14}  peak {mem}"

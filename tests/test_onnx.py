@@ -10,6 +10,8 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is the optional extra pdfnet[onnx]")
 pytest.importorskip("onnxscript", reason="the ONNX exporter needs onnxscript (pdfnet[onnx])")
+if not __import__("pdfnet.model.onnx", fromlist=["x"]).exporter_available():
+    pytest.skip("this PyTorch has no torch.export-based ONNX exporter (2.6 or newer)", allow_module_level=True)
 
 from pdfnet.data.depth import DepthEstimator, load_depth_model  # noqa: E402
 from pdfnet.inference.predictor import Predictor  # noqa: E402

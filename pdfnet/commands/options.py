@@ -7,34 +7,31 @@ import argparse
 from ..runtime import PRECISIONS
 
 
-def positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _checked_int(check, expected: str, doc: str):
+    """An argparse type: an integer for which ``check`` holds, else a usage error saying ``expected``."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    parse.__doc__ = doc
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text}")
-    return value
-
-
-def input_size(text: str) -> int:
-    """The network's input side: a positive multiple of 256 (the model was trained at 1024)."""
-    value = _int(text)
-    if value < 256 or value % 256:
-        raise argparse.ArgumentTypeError(f"expected a multiple of 256 (256, 512, ..., 1024, ...), got {text}")
-    return value
-
-
-def depth_input_size(text: str) -> int:
-    """Depth-Anything-V2's input side: at least 14 (its patch), 518 by default."""
-    value = _int(text)
-    if value < 14:
-        raise argparse.ArgumentTypeError(f"expected at least 14 (518 is Depth-Anything-V2's size), got {text}")
-    return value
+positive_int = _checked_int(lambda v: v >= 1, "a positive integer", "At least 1 (batch sizes, processes).")
+non_negative_int = _checked_int(lambda v: v >= 0, "0 or a positive integer", "0 or more (loader workers).")
+input_size = _checked_int(
+    lambda v: v >= 256 and v % 256 == 0,
+    "a multiple of 256 (256, 512, ..., 1024, ...)",
+    "The network's input side: a positive multiple of 256 (the model was trained at 1024).",
+)
+depth_input_size = _checked_int(
+    lambda v: v >= 14,
+    "at least 14 (518 is Depth-Anything-V2's size)",
+    "Depth-Anything-V2's input side: at least 14 (its patch), 518 by default.",
+)
 
 
 def _int(text: str) -> int:

@@ -35,19 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from ..evaluation.testing import TestOptions, run_test
 
-    options = TestOptions(
-        tta=args.tta,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        variant=args.variant,
-        device=args.device,
-        input_size=args.input_size,
-        workers=args.workers,
-        cache_dir=args.cache_dir,
-        depth_folder=args.depth_folder,
-        loader_workers=args.loader_workers,
-    )
+    # every option is a flag of the same name
+    options = TestOptions(**{f.name: getattr(args, f.name) for f in fields(TestOptions)})
     run_test(args.checkpoint, args.data_root, args.splits, args.out, options)
     return 0

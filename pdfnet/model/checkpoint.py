@@ -143,11 +143,7 @@ def load_official_checkpoint(
         CheckpointError: an unreadable file, keys missing from or unexpected in the checkpoint, shapes that do
             not match (each named), or a contradicting variant.
     """
-    if isinstance(path_or_state_dict, Mapping):
-        raw, name = path_or_state_dict, "checkpoint"
-    else:
-        name = os.fspath(path_or_state_dict)
-        raw = read_weights(name)
+    raw, name = _read(path_or_state_dict)
     try:
         return _build_official(unwrap_state_dict(raw), variant or stored_variant(raw), name)
     except CheckpointError as e:
@@ -161,6 +157,13 @@ def _build_official(state: Mapping[str, torch.Tensor], variant: str | None, name
     ours = {official_key(k): k for k in model.state_dict()}
     _checked_load(model, {k: v for k, v in state.items() if not _RECOMPUTED.search(k)}, ours, "the checkpoint's")
     return model.eval()
+
+
+def _read(source: str | os.PathLike | Mapping) -> tuple[Mapping, str]:
+    """(what a checkpoint holds, its name for messages) of a file or an already loaded mapping."""
+    if isinstance(source, Mapping):
+        return source, "checkpoint"
+    return read_weights(source), os.fspath(source)
 
 
 def _named(error: CheckpointError, name: str) -> CheckpointError:
@@ -248,11 +251,7 @@ def load_pdfnet(
     Raises:
         CheckpointError: naming the file and what is wrong with it.
     """
-    if isinstance(path_or_checkpoint, Mapping):
-        checkpoint, name = path_or_checkpoint, "checkpoint"
-    else:
-        name = os.fspath(path_or_checkpoint)
-        checkpoint = read_weights(name)
+    checkpoint, name = _read(path_or_checkpoint)
     try:
         model = _build(checkpoint, variant, name)
     except CheckpointError as e:

@@ -74,14 +74,15 @@ class RMSNorm(nn.Module):
         """The same normalisation written into ``x`` (float32 or bfloat16, and only where nothing needs ``x``
         again, e.g. a convolution's fresh output at inference). Three passes over memory and no image-sized
         temporaries, against about eight for :meth:`forward`: most of a 1024-pixel decoder layer's time on a
-        CPU went to those (float rounding differs by about 1e-7 in float32; the statistics are float32 either
-        way)."""
+        CPU went to those (float rounding differs by about 1e-7 in float32; in bfloat16 the norm is rounded to
+        bfloat16 once, an error of the size of the output's own rounding)."""
         if x.dtype not in (torch.float32, torch.bfloat16):
             raise TypeError(f"in-place RMSNorm needs float32 or bfloat16, got {x.dtype}")
         # the channels last: a contiguous view when x is stored channels-last, a strided one otherwise
         xl = x if self.channels_last else x.movedim(1, -1)
-        # sqrt(sum x^2) in float32 without a squared (or float32) copy of x
-        inv = torch.linalg.vector_norm(xl, dim=-1, keepdim=True, dtype=torch.float32)
+        # sqrt(sum x^2) without a squared copy of x (accumulated in float32 by the kernel, also for bfloat16
+        # input; asking for a float32 result instead would first copy all of x to float32)
+        inv = torch.linalg.vector_norm(xl, dim=-1, keepdim=True).float()
         inv = inv.square_().div_(xl.shape[-1]).add_(self.eps).rsqrt_()
         xl.mul_(inv.to(x.dtype)).mul_(self.weight.to(x.dtype))
         return x

@@ -42,7 +42,25 @@ class _Probability(nn.Module):
         return self.model(image, depth).logits[0].sigmoid()
 
 
+EXPORTER_TORCH = (2, 6)  # torch.onnx.export's torch.export-based exporter with these options
+
+
+def exporter_available() -> bool:
+    """Whether this PyTorch has the exporter and the onnx and onnxscript packages are installed."""
+    try:
+        _needs_exporter()
+        return True
+    except OnnxError:
+        return False
+
+
 def _needs_exporter() -> None:
+    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    if version < EXPORTER_TORCH:
+        raise OnnxError(
+            f"exporting to ONNX needs PyTorch {'.'.join(map(str, EXPORTER_TORCH))} or newer (this is "
+            f"{torch.__version__})"
+        )
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
