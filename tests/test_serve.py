@@ -236,7 +236,10 @@ def test_predict_returns_the_cutout_and_mask_at_the_input_size(client, tmp_path)
         with Image.open(cutout) as c, Image.open(mask) as m, Image.open(depth) as d:
             assert (c.mode, c.size, m.mode, m.size, d.mode, d.size) == ("RGBA", size, "L", size, "L", size)
             assert np.array_equal(np.asarray(c)[..., 3], np.asarray(m))  # the cutout's alpha is the mask
-            assert np.array_equal(np.asarray(c)[..., :3], np.asarray(Image.open(image).convert("RGB")))
+            # the colours are the foreground's (refined by default, as pdfnet predict): the photo's where opaque
+            rgb, photo = np.asarray(c)[..., :3], np.asarray(Image.open(image).convert("RGB"))
+            opaque = np.asarray(m) == 255
+            assert np.array_equal(rgb[opaque], photo[opaque])
         assert Path(cutout).name == f"{image.stem}-cutout.png" and Path(mask).name == f"{image.stem}-mask.png"
 
 
@@ -251,15 +254,17 @@ def test_predict_with_options_and_the_listed_endpoints(client, tmp_path):
     assert defaults == {
         "image": None,
         "tta": False,
-        "refine_foreground": False,
+        "refine_foreground": True,
         "depth_model": "local",
         "weights": "local",
     }
 
     image = handle_file(str(make_image(tmp_path / "options.jpg", (200, 150))))
     # refine_foreground works whether or not this version's Predictor.cutout refines (then it is ignored)
-    _, mask, _ = client.predict(image, tta=True, refine_foreground=True, api_name="/predict_with_options")
+    cutout, mask, _ = client.predict(image, tta=True, refine_foreground=False, api_name="/predict_with_options")
     assert Image.open(mask).size == (200, 150)
+    photo = np.asarray(Image.open(make_image(tmp_path / "options.jpg", (200, 150))).convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(cutout))[..., :3], photo)  # not refined: the photo's colours
     with pytest.raises(Exception, match="unknown weights 'huge'; choose one of local, base, general"):
         client.predict(image, weights="huge", api_name="/predict_with_options")
 

@@ -217,7 +217,7 @@ class Cutter:
         path: str | os.PathLike,
         name: str,
         tta: bool = False,
-        refine: bool = False,
+        refine: bool = True,
         depth: str | None = None,
         weights: str | None = None,
         progress: Progress = no_progress,

@@ -179,7 +179,7 @@ def _options(models: ModelCache, refine_supported: bool) -> Options:
         tta = gr.Checkbox(label="Test-time augmentation (flips × scales: 6 passes, ~6× slower)", value=False)
         refine = gr.Checkbox(
             label="Refine foreground colours at soft edges",
-            value=False,
+            value=refine_supported,  # on by default, as in pdfnet predict
             interactive=refine_supported,
             info=None if refine_supported else "needs a newer pdfnet (pdfnet.refine_foreground)",
         )
@@ -239,7 +239,7 @@ def _add_api(cutter: Cutter, models: ModelCache, queue: dict) -> None:
     with gr.Column(visible=False):
         image = gr.Image(label="image", type="filepath")
         tta = gr.Checkbox(label="tta", value=False)
-        refine = gr.Checkbox(label="refine_foreground", value=False)
+        refine = gr.Checkbox(label="refine_foreground", value=True)
         depth = gr.Dropdown([v for _, v in models.depth_choices], value=models.default_depth, label="depth_model")
         weights = gr.Dropdown([v for _, v in models.weight_choices], value=models.default_weights, label="weights")
         outputs = [gr.Image(label=name, type="filepath", format="png") for name in ("cutout", "mask", "depth")]
