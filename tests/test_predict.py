@@ -4,6 +4,7 @@ with good and bad inputs."""
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pdfnet import runtime
 from pdfnet.cli import main
 from pdfnet.data.processing import gray_to_tensor, probability_to_mask, resize_image
 from pdfnet.errors import CheckpointError, InputError
@@ -98,6 +100,44 @@ def test_given_depth_and_batches(predictor):
 def test_bad_api_inputs_are_named(predictor, image, depth, message):
     with pytest.raises(InputError, match=message):
         predictor.predict(image, depth)
+
+
+@pytest.mark.skipif(not runtime.cpu_bf16_supported(), reason="this CPU has no bfloat16 instructions")
+def test_cpu_bf16_mode_agrees_with_fp32(tiny_official_checkpoint):
+    """The CPU bf16 mode (bf16 weights, no autocast) stays within the GPUs' bound of fp32."""
+    image, depth = _image(200, 260, seed=3), _image(200, 260, seed=4)[..., 0]
+    probs = {}
+    for precision in ("fp32", "bf16"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the note on CPUs where bf16 is no faster
+            p = Predictor.from_checkpoint(
+                tiny_official_checkpoint, device="cpu", depth_model=None, input_size=256, precision=precision
+            )
+        assert p.precision == precision
+        probs[precision] = p.predict(image, depth)
+    assert next(p.model.parameters()).dtype == torch.bfloat16
+    assert probs["bf16"].dtype == np.float32 and probs["bf16"].shape == (200, 260)
+    diff = np.abs(probs["bf16"] - probs["fp32"])
+    assert 0 < diff.mean() < 2e-3
+
+
+@pytest.mark.parametrize(
+    "asked, supported, faster, runs, note",
+    [
+        ("bf16", True, True, "bf16", None),
+        ("bf16", True, False, "bf16", "no faster than fp32"),
+        ("bf16", False, False, "fp32", "no bfloat16 instructions"),
+        ("fp16", True, True, "fp32", "emulated"),
+        ("fp32", False, False, "fp32", None),
+    ],
+)
+def test_cpu_precision_choice_is_explained(monkeypatch, asked, supported, faster, runs, note):
+    monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: supported)
+    monkeypatch.setattr(runtime, "cpu_bf16_faster", lambda: faster)
+    precision, why = runtime.effective_precision("cpu", asked)
+    assert precision == runs
+    assert (why is None) if note is None else (note in why)
+    assert runtime.effective_precision("cuda", asked) == (asked, None)
 
 
 def test_tta_is_the_authors_six_passes(tiny_official_checkpoint):
