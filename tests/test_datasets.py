@@ -109,7 +109,9 @@ def test_unknown_and_missing_splits_are_explained(tmp_path):
     with pytest.raises(SplitNotFoundError, match=r"no split HRSOD-TR under .*HRSOD/HRSOD_train \+ HRSOD_train_mask"):
         find_split(tmp_path, "HRSOD-TR")
     make_split(tmp_path, "DIS5K/DIS-VD/im", "DIS5K/DIS-VD/nothing")
-    with pytest.raises(SplitNotFoundError, match=r"no mask folder beside .*DIS-VD/im for split DIS-VD .*gt"):
+    with pytest.raises(
+        SplitNotFoundError, match=r"no mask folder for .*DIS-VD/im \(split DIS-VD\); looked for .*DIS5K/DIS-VD/gt$"
+    ):
         find_split(tmp_path, "DIS-VD")
     make_split(tmp_path, "ECSSD/images", "ECSSD/ground_truth_mask")
     (tmp_path / "ECSSD" / "ground_truth_mask" / "b.png").unlink()

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     written, errors = prepare_depth_maps(
         args.data_root, args.splits, make_estimator, args.out_name, args.batch_size, args.overwrite, args.fmt
     )
-    print(f"wrote {written} depth map(s)" + ("" if written else " (all existed: --overwrite redoes them)"))
+    print(f"wrote {written} depth map(s)" + ("" if written or errors else " (all existed: --overwrite redoes them)"))
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     return 1 if errors else 0

@@ -220,24 +220,23 @@ def find_split(root: str | Path, spec: str) -> Split:
     root = Path(root)
     path, name = parse_split(spec)
     candidates = _candidates(root, path, name)
-    half = None
+    half = None  # the first image folder found without its mask folder
     for base, layout in candidates:
         images, masks = base / layout.images, base / layout.masks
         if images.is_dir() and masks.is_dir():
             depth_base = base / layout.depth_base if layout.depth_base else base
             return Split(name, spec, images, masks, depth_base, dataset_of(name))
         if images.is_dir() and half is None:
-            half = (images, layout)
+            half = images
     if path is None and name not in KNOWN_SPLITS and not (root / name).is_dir():
         raise DatasetError(
             f"unknown split {name!r} under {root}; known: {', '.join(SPLITS)}; or PATH:NAME for a folder of your own "
             "with images/ and masks/"
         )
     if half is not None:
-        images, layout = half
-        beside = sorted({m for i, m in GENERIC_PAIRS if i == Path(layout.images).name} | {Path(layout.masks).name})
-        raise SplitNotFoundError(f"no mask folder beside {images} for split {spec} (looked for {', '.join(beside)})")
-    examples = [f"{base / layout.images} + {Path(layout.masks).name}" for base, layout in candidates[:1]]
+        looked = dict.fromkeys(str(base / layout.masks) for base, layout in candidates if base / layout.images == half)
+        raise SplitNotFoundError(f"no mask folder for {half} (split {spec}); looked for {', '.join(looked)}")
+    examples = [f"{base / layout.images} + {layout.masks}" for base, layout in candidates[:1]]
     if path is None and name in KNOWN_SPLITS:
         examples.append(f"{root / name}/images + masks")
     raise SplitNotFoundError(
