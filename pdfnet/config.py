@@ -80,11 +80,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where DIS-5K lives and how samples are made.
+    """Where the data lives and how samples are made.
 
     Attributes:
-        root: folder holding one folder per split (see data/README.md).
-        train_split, val_split: split names.
+        root: folder holding the split folders (``data/DIS5K``) or one folder per dataset (``data``, holding
+            ``DIS5K``, ``HRSOD``, ``UHRSD``, ...): see :mod:`pdfnet.data.layout` and data/README.md.
+        train_sets: the training splits, their samples used together (``[DIS-TR]``; ``[HRSOD-TR, UHRSD-TR]``
+            for the paper's second training set). Names as in :data:`pdfnet.data.layout.KNOWN_SPLITS`, or
+            ``PATH:NAME``.
+        val_split: the validation split, named likewise.
         input_size: network input side; images, depths and masks are resized to it (1024), a multiple of 256.
         train_depths: depth folders training picks from at random per sample (about a third each).
         eval_depth: depth folder of validation and testing.
@@ -94,7 +98,7 @@ class DataConfig:
     """
 
     root: str = "data/DIS5K"
-    train_split: str = "DIS-TR"
+    train_sets: tuple[str, ...] = ("DIS-TR",)
     val_split: str = "DIS-VD"
     input_size: int = field(default=1024, metadata=_POSITIVE)
     train_depths: tuple[str, ...] = ("depth_small", "depth_base", "depth_large")
@@ -181,7 +185,14 @@ class Config:
 
 
 # Keys that moved; a file or override using the old name gets told the new one, a stored config is moved.
-MOVED_KEYS = {"model.pretrained_backbone": "train.pretrained_backbone", "model.init_from": "train.init_from"}
+MOVED_KEYS = {
+    "model.pretrained_backbone": "train.pretrained_backbone",
+    "model.init_from": "train.init_from",
+    "data.train_split": "data.train_sets",
+}
+# Moved keys whose values change form on the way: files and overrides that use the old name load too (configs
+# written next to earlier runs hold data.train_split).
+MOVED_VALUES: dict[str, Callable[[Any], Any]] = {"data.train_split": lambda split: [split]}
 
 # Settings a resumed run may change: they do not alter the weights it computes.
 HARMLESS_ON_RESUME = frozenset({"train.epochs", "output_dir", "data.num_workers", "train.device", "train.log_images"})
@@ -311,6 +322,8 @@ def check_config(cfg: Config) -> Config:
         raise ConfigError(f"data.input_size: expected a multiple of {multiple} (32 x model.grid), got {d.input_size}")
     if not d.train_depths:
         raise ConfigError("data.train_depths: expected at least one depth folder")
+    if not d.train_sets:
+        raise ConfigError("data.train_sets: expected at least one split, e.g. [DIS-TR]")
     return cfg
 
 
@@ -352,23 +365,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
     cfg = base if base is not None else Config()
     if path is not None:
         try:
-            cfg = _merge(cfg, read_config_file(path))
+            cfg = _merge(cfg, _move_keys(read_config_file(path), MOVED_VALUES))
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}" if not str(e).startswith(str(path)) else str(e)) from e
     for text in overrides:
-        cfg = _merge(cfg, parse_override(text))
+        cfg = _merge(cfg, _move_keys(parse_override(text), MOVED_VALUES))
     return check_config(cfg)
+
+
+def _move_keys(data: dict, keys: typing.Iterable[str]) -> dict:
+    """``data`` (sections of settings) with the settings of ``keys`` (old dotted names of :data:`MOVED_KEYS`)
+    under their new names, values converted by :data:`MOVED_VALUES`."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old in keys:
+        (old_section, old_name), (new_section, new_name) = old.split("."), MOVED_KEYS[old].split(".")
+        if not isinstance(data.get(old_section), dict) or old_name not in data[old_section]:
+            continue
+        if not isinstance(data.get(new_section, {}), dict):
+            continue  # not a mapping: _merge says so
+        if new_name in data.get(new_section, {}):
+            raise ConfigError(f"both {old} and {MOVED_KEYS[old]} are set; {old} is now {MOVED_KEYS[old]}")
+        value = data[old_section].pop(old_name)
+        data.setdefault(new_section, {})[new_name] = MOVED_VALUES.get(old, lambda v: v)(value)
+    return data
 
 
 def config_from_dict(data: dict) -> Config:
     """A Config from ``to_dict`` output (as stored in checkpoints, also by earlier versions), checked like a
     YAML file."""
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for old, new in MOVED_KEYS.items():
-        (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
-        if old_name in data.get(old_section, {}):
-            data.setdefault(new_section, {})[new_name] = data[old_section].pop(old_name)
-    return check_config(_merge(Config(), data))
+    return check_config(_merge(Config(), _move_keys(data, MOVED_KEYS)))
 
 
 def to_dict(cfg: Any) -> dict:

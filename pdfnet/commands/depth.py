@@ -11,18 +11,22 @@ from .options import add_device_options, depth_input_size, positive_int
 HELP = "make the pseudo-depth maps of dataset splits"
 EXAMPLES = """examples:
   pdfnet depth --data-root data/DIS5K --splits DIS-TR DIS-VD --model large --out-name depth_large
-  pdfnet depth --data-root data/DIS5K --splits DIS-TR --model large --out-name depth_large_1024 --input-size 1024"""
+  pdfnet depth --data-root data/DIS5K --splits DIS-TR --model large --out-name depth_large_1024 --input-size 1024
+  pdfnet depth --data-root data --splits HRSOD-TR UHRSD-TR DUTS-TE ECSSD --model large --out-name depth_large"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Write <root>/<split>/<out-name>/<stem>.png for every image: Depth-Anything-V2's infer_image, min-max "
-        "normalised, 8 bits. Existing maps are skipped unless --overwrite."
+        "Write <split folder>/<out-name>/<stem>.png for every image (<root>/<split>/ for DIS-5K; README.md, Other "
+        "datasets, says where for the others): Depth-Anything-V2's infer_image, min-max normalised, 8 bits. "
+        "Existing maps are skipped unless --overwrite."
     )
     p.epilog = EXAMPLES + "\n\n" + LICENSE_NOTE
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--data-root", required=True, help="dataset root holding one folder per split")
-    p.add_argument("--splits", nargs="+", required=True, help="e.g. DIS-TR DIS-VD DIS-TE1")
+    p.add_argument("--data-root", required=True, help="the split folders, or one folder per dataset")
+    p.add_argument(
+        "--splits", nargs="+", required=True, help="e.g. DIS-TR DIS-VD DIS-TE1, HRSOD-TR, DUTS-TE, ECSSD, or PATH:NAME"
+    )
     p.add_argument("--model", default="large", help="small, base, large, a Hugging Face repo id or a local folder")
     p.add_argument("--out-name", default="depth_large", help="folder written beside images/ in each split")
     p.add_argument(
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     written, errors = prepare_depth_maps(
         args.data_root, args.splits, make_estimator, args.out_name, args.batch_size, args.overwrite, args.fmt
     )
-    print(f"wrote {written} depth map(s)" + ("" if written else " (all existed: --overwrite redoes them)"))
+    print(f"wrote {written} depth map(s)" + ("" if written or errors else " (all existed: --overwrite redoes them)"))
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     return 1 if errors else 0

@@ -6,10 +6,11 @@ import argparse
 
 from .options import add_device_options, input_size, non_negative_int, positive_int
 
-HELP = "predict and score DIS splits with a checkpoint"
+HELP = "predict and score dataset splits (DIS-5K, HRSOD, UHRSD, DUTS, ...) with a checkpoint"
 EXAMPLES = """examples:
   pdfnet test --checkpoint checkpoints/PDFNet_Best.pth --data-root data/DIS5K --out runs/test --tta
-  pdfnet test --checkpoint runs/pdfnet/best.pt --data-root data/DIS5K --splits DIS-VD --out runs/vd"""
+  pdfnet test --checkpoint runs/pdfnet/best.pt --data-root data/DIS5K --splits DIS-VD --out runs/vd
+  pdfnet test --checkpoint runs/pdfnet/best.pt --data-root data --splits DUTS-TE ECSSD HRSOD-TE --out runs/sod"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,8 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EXAMPLES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--checkpoint", required=True, help="ours (last.pt, best.pt, .safetensors) or the authors' .pth")
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--splits", nargs="+", default=["DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4"])
+    p.add_argument("--data-root", required=True, help="the split folders, or one folder per dataset (data/DIS5K, ...)")
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=["DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4"],
+        help="DIS-VD, DIS-TE1..4, HRSOD-TE, UHRSD-TE, DUTS-TE, DUT-OMRON, HKU-IS, ECSSD, PASCAL-S, ... or PATH:NAME",
+    )
     p.add_argument("--out", required=True, help="folder for predictions, per-split results and the table")
     p.add_argument("--tta", action="store_true", help="flips x scales 0.75, 1, 1.25 (the authors' protocol)")
     p.add_argument("--batch-size", type=positive_int, default=1)

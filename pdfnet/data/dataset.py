@@ -1,4 +1,5 @@
-"""DIS-5K samples for training and validation, with the original's augmentations.
+"""Training and validation samples from DIS-5K (and the other sets of :mod:`pdfnet.data.layout`), with the
+original's augmentations.
 
 Every random choice of a sample (which depth model's map it uses, every augmentation) is drawn from a generator
 seeded by (seed, epoch, index), so a sample is the same whichever process or loader worker makes it, and a
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from ..errors import DatasetError
 from ..io import read_gray, read_image
 from ..model.layers import resize
-from .layout import find_by_stem, mask_dir, split_images
+from .layout import find_by_stem, find_split
 from .processing import gray_to_tensor, mask_to_tensor, normalize_image, resize_image
 
 
@@ -37,14 +38,16 @@ class SampleFiles:
     image: Path
     mask: Path
     depths: dict[str, Path]  # depth folder name -> file
+    split: str  # the name of the split it comes from
 
 
-class DIS5KDataset(Dataset):
-    """One DIS-5K split as network-ready samples.
+class SegmentationDataset(Dataset):
+    """One or more dataset splits (DIS-5K, HRSOD, UHRSD, DUTS, ...) as network-ready samples.
 
     Args:
-        root: the DIS-5K root; the split lives in ``root/split`` in either layout (see :mod:`pdfnet.dis5k`).
-        split: e.g. "DIS-TR".
+        root: the data root the splits are found under (see :mod:`pdfnet.data.layout`).
+        splits: a split name (e.g. "DIS-TR", "PATH:NAME") or several, whose samples follow each other in that
+            order (index 0 is the first split's first image).
         input_size: side every image, mask and depth map is resized to.
         depth_folders: depth folders to pick from at random (evenly) per sample; one folder for evaluation.
         target_depth: depth folder of the loss target, or None (evaluation).
@@ -54,53 +57,57 @@ class DIS5KDataset(Dataset):
     A sample (``dataset[(epoch, index)]`` or ``dataset[index]`` for epoch 0) is a dict with ``image`` (3, S, S)
     ImageNet-normalised, ``mask`` (1, S, S) in [0, 1], ``depth`` (1, S, S) in [0, 1], ``depth_target``
     (1, S, S) in [0, 1] (the input depth when there is no target folder), ``name`` (the file stem), ``size``
-    (original H, W) and ``index``.
+    (original H, W) and ``index``. Its random choices depend on (seed, epoch, index) only, the index counting
+    over all the splits.
 
     Raises:
-        DatasetError: a mask or depth map is missing, naming the file and, for depth, the command that
+        DatasetError: a split, mask or depth map is missing, naming the file and, for depth, the command that
             makes it.
     """
 
     def __init__(
         self,
         root: str | Path,
-        split: str,
+        splits: str | Sequence[str],
         input_size: int,
         depth_folders: Sequence[str],
         target_depth: str | None = None,
         augment: bool = False,
         seed: int = 0,
     ) -> None:
-        self.root, self.split = Path(root), split
+        self.root = Path(root)
+        self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
         self.input_size = input_size
         self.depth_folders = tuple(depth_folders)
         self.target_depth = target_depth
         self.augment = augment
         self.seed = seed
-        self.samples = self._index()
+        self.samples = [sample for spec in self.splits for sample in self._index(spec)]
 
-    def _index(self) -> list[SampleFiles]:
-        masks = mask_dir(self.root, self.split)
-        folders = set(self.depth_folders) | ({self.target_depth} if self.target_depth else set())
+    def _index(self, spec: str) -> list[SampleFiles]:
+        split = find_split(self.root, spec)
+        folders = sorted(set(self.depth_folders) | ({self.target_depth} if self.target_depth else set()))
         samples = []
-        for image in split_images(self.root, self.split):
-            mask = find_by_stem(masks, image.stem)
-            if mask is None:
-                raise DatasetError(f"no mask for {image} in {masks}")
+        for image, mask in split.pairs():
             depths = {}
-            for folder in sorted(folders):
-                path = find_by_stem(self.root / self.split / folder, image.stem)
+            for folder in folders:
+                path = find_by_stem(split.depth_dir(folder), image.stem)
                 if path is None:
                     raise DatasetError(
-                        f"no depth map for {image} in {self.root / self.split / folder}; make it with: "
-                        f"python depth_prep/prepare_depth.py --data-root {self.root} --splits {self.split} "
+                        f"no depth map for {image} in {split.depth_dir(folder)}; make it with: "
+                        f"python depth_prep/prepare_depth.py --data-root {self.root} --splits {spec} "
                         f"{_depth_prep_args(folder)}"
                     )
                 depths[folder] = path
-            samples.append(SampleFiles(image, mask, depths))
-        if not samples:
-            raise DatasetError(f"no images in split {self.split} under {self.root}")
+            samples.append(SampleFiles(image, mask, depths, split.name))
         return samples
+
+    def split_sizes(self) -> dict[str, int]:
+        """Samples per split name, in order."""
+        sizes: dict[str, int] = {}
+        for sample in self.samples:
+            sizes[sample.split] = sizes.get(sample.split, 0) + 1
+        return sizes
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -136,6 +143,9 @@ class DIS5KDataset(Dataset):
             "size": torch.tensor(size),
             "index": index,
         }
+
+
+DIS5KDataset = SegmentationDataset  # its name when it read DIS-5K only
 
 
 @contextmanager

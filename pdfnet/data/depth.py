@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -211,7 +210,9 @@ def prepare_depth_maps(
     fmt: str = "png8",
     progress: bool = True,
 ) -> tuple[int, list[str]]:
-    """Write one depth map per image of each split to ``<root>/<split>/<out_name>/<stem>.png``.
+    """Write one depth map per image of each split to ``<depth base>/<out_name>/<stem>.png``, the depth base
+    being the split's own folder (``<root>/<split>/``, ``DUTS-TE/``, ``HRSOD_train_depth/``, ...: see
+    :mod:`pdfnet.data.layout`).
 
     Maps keep the image's size and are min-max normalised per image. Existing maps are skipped unless
     ``overwrite`` (the depth model is not even loaded when nothing is left to do); every write is atomic; a
@@ -219,6 +220,7 @@ def prepare_depth_maps(
     reported and the rest still processed.
 
     Args:
+        splits: split names (``DIS-TR``, ``HRSOD-TR``, ``PATH:NAME``, ...).
         make_estimator: builds the estimator, called once, only if some map is missing.
 
     Returns:
@@ -228,25 +230,25 @@ def prepare_depth_maps(
 
     from ..errors import PDFNetError
     from ..io import FolderLock, read_image, remove_stale_temporaries, write_image_atomic
-    from .layout import split_images
+    from .layout import find_split
 
     todo_by_split, errors = {}, []
-    for split in splits:
+    for spec in splits:
         try:
-            images = split_images(data_root, split)
+            split = find_split(data_root, spec)
+            images = split.image_files()
         except PDFNetError as e:
             errors.append(str(e))
             continue
-        out_dir = Path(data_root) / split / out_name
-        todo_by_split[split] = [p for p in images if overwrite or not (out_dir / f"{p.stem}.png").exists()]
-    if not any(todo_by_split.values()):
+        out_dir = split.depth_dir(out_name)
+        todo_by_split[spec] = (out_dir, [p for p in images if overwrite or not (out_dir / f"{p.stem}.png").exists()])
+    if not any(todo for _, todo in todo_by_split.values()):
         return 0, errors
     estimator = make_estimator()
     written = 0
-    for split, todo in todo_by_split.items():
+    for split, (out_dir, todo) in todo_by_split.items():
         if not todo:
             continue
-        out_dir = Path(data_root) / split / out_name
         with FolderLock(out_dir, "depth_prep"):
             remove_stale_temporaries(out_dir)
             bar = tqdm(total=len(todo), desc=f"{split} -> {out_name}", unit="img", disable=not progress)

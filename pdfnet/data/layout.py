@@ -1,44 +1,248 @@
-"""The DIS-5K folder layout: where a split's images, masks and pseudo-depth maps live.
+"""Dataset folder layouts: where a split's images, masks and pseudo-depth maps live.
 
-Two layouts are in use: ``<root>/<split>/{images,masks}`` (the PDFNet release) and ``<root>/<split>/{im,gt}``
-(the DIS-5K download). Depth maps sit beside them in ``depth_small``, ``depth_base``, ``depth_large`` (network
-input) and ``depth_large_1024`` (the loss target), matched to images by file stem.
+A split is named by a known name (``DIS-TR``, ``HRSOD-TR``, ``DUTS-TE``, ``ECSSD``, ...: :data:`KNOWN_SPLITS`)
+and found under a data root that holds either the split folders themselves (``data/DIS5K`` with ``DIS-TR/``) or
+one folder per dataset (``data`` with ``DIS5K/``, ``HRSOD/``, ``UHRSD/``, ``DUTS/``, ``ECSSD/``, ...), in the
+layout of each official download or a common re-packaging (``<split>/{images,masks}``, ``{im,gt}``,
+``{Imgs,GT}``, ...). ``PATH:NAME`` names a split in a folder of one's own (PATH relative to the root or
+absolute): PATH itself or ``PATH/NAME`` holding images and masks in one of the generic layouts.
+
+Masks are matched to images by file stem. Depth maps sit in ``<depth base>/<depth folder>/<stem>.png`` (or the
+authors' ``.jpg``): the depth base is the split's own folder (``DIS-TR/``, ``DUTS-TE/``, ``UHRSD_TR_2K/``), the
+dataset folder for single-split sets (``ECSSD/``, ``PASCAL-S/``), and ``HRSOD_train_depth/`` or
+``HRSOD_test_depth/`` beside HRSOD's shared image folders.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError
 from ..io import IMAGE_SUFFIXES, list_images
 
-IMAGE_DIRS = ("images", "im")
-MASK_DIRS = ("masks", "gt")
-SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
+# (images, masks) folder names of the common re-packagings, tried inside a split's folder: the PDFNet release,
+# the DIS-5K download, UHRSD's download, MINet, PoolNet/F3Net-style packs and others.
+GENERIC_PAIRS = (
+    ("images", "masks"),
+    ("im", "gt"),
+    ("image", "mask"),
+    ("Image", "Mask"),
+    ("Imgs", "GT"),
+    ("Image", "GT"),
+    ("imgs", "gt"),
+    ("img", "gt"),
+)
 
 
-def _first_existing(split_dir: Path, names: tuple[str, ...], what: str) -> Path:
-    for name in names:
-        if (split_dir / name).is_dir():
-            return split_dir / name
-    if not split_dir.is_dir():
-        raise DatasetError(f"no split folder {split_dir}")
-    raise DatasetError(f"no {what} folder in {split_dir} (looked for {', '.join(names)})")
+@dataclass(frozen=True)
+class Layout:
+    """Where one split lies inside a dataset folder: its image and mask folders and the folder its depth folders
+    go in ("" is the dataset folder itself), all relative to the dataset folder."""
+
+    images: str
+    masks: str
+    depth_base: str
 
 
-def image_dir(root: str | Path, split: str) -> Path:
-    """``<root>/<split>/images`` or ``<root>/<split>/im``."""
-    return _first_existing(Path(root) / split, IMAGE_DIRS, "image")
+def _in_split_folder(folder: str, pairs: tuple[tuple[str, str], ...] = GENERIC_PAIRS) -> tuple[Layout, ...]:
+    """``folder/{images,masks}`` and the other pairs, depth maps in ``folder/``."""
+    return tuple(Layout(f"{folder}/{i}", f"{folder}/{m}", folder) for i, m in pairs)
 
 
-def mask_dir(root: str | Path, split: str) -> Path:
-    """``<root>/<split>/masks`` or ``<root>/<split>/gt``."""
-    return _first_existing(Path(root) / split, MASK_DIRS, "mask")
+def _whole_folder(pairs: tuple[tuple[str, str], ...]) -> tuple[Layout, ...]:
+    """A dataset that is one split: images and masks directly in the dataset folder, depth maps there too."""
+    return tuple(Layout(i, m, "") for i, m in pairs)
 
 
-def split_images(root: str | Path, split: str) -> list[Path]:
-    """The split's image files, sorted."""
-    return list_images(image_dir(root, split))
+@dataclass(frozen=True)
+class KnownSplit:
+    """A split of a published dataset.
+
+    Attributes:
+        dataset: the dataset it belongs to (results.md has one table per dataset).
+        folders: names the dataset's folder goes by under a data root (the data root itself is tried last).
+        layouts: where the split lies inside that folder, most specific first.
+    """
+
+    dataset: str
+    folders: tuple[str, ...]
+    layouts: tuple[Layout, ...]
+
+
+def _dis(split: str) -> KnownSplit:
+    # the PDFNet release: DIS-TR/{images,masks}; the DIS-5K download (DIS5K/DIS-TR/{im,gt}); the authors'
+    # code reads DATA/DIS-DATA
+    return KnownSplit("DIS-5K", ("DIS5K", "DIS-5K", "DIS-DATA"), _in_split_folder(split))
+
+
+def _hrsod(split: str, official: str) -> KnownSplit:
+    # the download (HRSOD_release.zip): HRSOD_{train,test} beside HRSOD_{train,test}_mask, one folder for both
+    # splits, so the depth maps get a folder of their own; the authors' code reads HRSOD_test/{images,masks}
+    layouts = (Layout(official, f"{official}_mask", f"{official}_depth"),)
+    layouts += _in_split_folder(split) + _in_split_folder(official)
+    return KnownSplit("HRSOD", ("HRSOD", "HRSOD_release", "HRSOD/HRSOD_release"), layouts)
+
+
+def _uhrsd(split: str, official: str) -> KnownSplit:
+    # the download (from PGNet's authors): UHRSD_TR_2K/{image,mask}, UHRSD_TE_2K/{image,mask}
+    return KnownSplit("UHRSD", ("UHRSD",), _in_split_folder(official) + _in_split_folder(split))
+
+
+def _duts(split: str) -> KnownSplit:
+    # the download (DUTS-TR.zip, DUTS-TE.zip): DUTS-TR/{DUTS-TR-Image,DUTS-TR-Mask}
+    pairs = ((f"{split}-Image", f"{split}-Mask"),) + GENERIC_PAIRS
+    return KnownSplit("DUTS", ("DUTS",), _in_split_folder(split, pairs))
+
+
+def _single(name: str, folders: tuple[str, ...], official: tuple[str, str] | None) -> KnownSplit:
+    pairs = ((official,) if official else ()) + GENERIC_PAIRS
+    return KnownSplit(name, (name, *folders), _whole_folder(pairs))
+
+
+KNOWN_SPLITS: dict[str, KnownSplit] = {
+    **{s: _dis(s) for s in ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")},
+    "HRSOD-TR": _hrsod("HRSOD-TR", "HRSOD_train"),
+    "HRSOD-TE": _hrsod("HRSOD-TE", "HRSOD_test"),
+    "UHRSD-TR": _uhrsd("UHRSD-TR", "UHRSD_TR_2K"),
+    "UHRSD-TE": _uhrsd("UHRSD-TE", "UHRSD_TE_2K"),
+    "DUTS-TR": _duts("DUTS-TR"),
+    "DUTS-TE": _duts("DUTS-TE"),
+    # DUT-OMRON-image.zip and DUT-OMRON-gt-pixelwise.zip.zip unpack to these two folders
+    "DUT-OMRON": _single("DUT-OMRON", ("DUT_OMRON", "DUTOMRON", "DUT-O"), ("DUT-OMRON-image", "pixelwiseGT-new-PNG")),
+    # HKU-IS.rar: imgs/ (PNG photos) and gt/
+    "HKU-IS": _single("HKU-IS", ("HKU_IS", "HKUIS"), None),
+    # images.zip and ground_truth_mask.zip of the CUHK page
+    "ECSSD": _single("ECSSD", (), ("images", "ground_truth_mask")),
+    # salObj.zip holds several datasets: PASCAL-S is datasets/imgs/pascal with datasets/masks/pascal
+    "PASCAL-S": _single(
+        "PASCAL-S", ("PASCALS", "PASCAL_S", "salObj"), ("datasets/imgs/pascal", "datasets/masks/pascal")
+    ),
+}
+SPLITS = tuple(KNOWN_SPLITS)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split found on disk.
+
+    Attributes:
+        name: the split's name (the NAME of ``PATH:NAME``): folder names of predictions, rows of tables.
+        spec: as the user wrote it, for commands in messages.
+        images, masks: its image and mask folders.
+        depth_base: the folder its depth folders (``depth_large``, ...) are in.
+        dataset: the dataset it belongs to (its own name for splits of one's own).
+    """
+
+    name: str
+    spec: str
+    images: Path
+    masks: Path
+    depth_base: Path
+    dataset: str
+
+    def depth_dir(self, folder: str) -> Path:
+        return self.depth_base / folder
+
+    def image_files(self) -> list[Path]:
+        """The split's image files, sorted.
+
+        Raises:
+            DatasetError: there are none.
+        """
+        images = list_images(self.images)
+        if not images:
+            raise DatasetError(f"no images in {self.images} (split {self.spec})")
+        return images
+
+    def pairs(self) -> list[tuple[Path, Path]]:
+        """(image, mask) of every image, matched by stem (a PNG mask first where several suffixes exist).
+
+        Raises:
+            DatasetError: no images, or an image without a mask, naming the file.
+        """
+        masks: dict[str, Path] = {}
+        for path in sorted(list_images(self.masks), key=lambda p: p.suffix.lower() != ".png"):
+            masks.setdefault(path.stem, path)
+        pairs = []
+        for image in self.image_files():
+            if image.stem not in masks:
+                raise DatasetError(f"no mask for {image} in {self.masks}")
+            pairs.append((image, masks[image.stem]))
+        return pairs
+
+
+class SplitNotFoundError(DatasetError):
+    """A split with a known name (or a ``PATH:NAME``) whose folders are not there."""
+
+
+def parse_split(spec: str) -> tuple[str | None, str]:
+    """``"NAME"`` -> (None, NAME); ``"PATH:NAME"`` -> (PATH, NAME)."""
+    if ":" in spec:
+        path, name = spec.rsplit(":", 1)
+        if not path or not name:
+            raise DatasetError(f"split {spec!r}: expected NAME or PATH:NAME")
+        return path, name
+    if not spec:
+        raise DatasetError("empty split name")
+    return None, spec
+
+
+def dataset_of(name: str) -> str:
+    """The dataset a split name belongs to (the name itself for splits of one's own)."""
+    known = KNOWN_SPLITS.get(name)
+    return known.dataset if known else name
+
+
+def _candidates(root: Path, path: str | None, name: str) -> list[tuple[Path, Layout]]:
+    """(dataset folder, layout) pairs to try, in order."""
+    known = KNOWN_SPLITS.get(name)
+    layouts = known.layouts if known else ()
+    if path is not None:
+        base = root / path  # an absolute path stays as it is
+        return [(base, layout) for layout in layouts + _whole_folder(GENERIC_PAIRS) + _in_split_folder(name)]
+    found = [(root / folder, layout) for folder in (known.folders if known else ()) for layout in layouts]
+    for layout in layouts + _in_split_folder(name):
+        # generic folders straight under the root would be any dataset's: only a split's own folder there
+        if not (layout.depth_base == "" and (layout.images, layout.masks) in GENERIC_PAIRS):
+            found.append((root, layout))
+    return found
+
+
+def find_split(root: str | Path, spec: str) -> Split:
+    """The folders of split ``spec`` (``NAME`` or ``PATH:NAME``) under data root ``root``.
+
+    Raises:
+        SplitNotFoundError: a known name (or ``PATH:NAME``) whose image and mask folders are not there, naming
+            where they were looked for.
+        DatasetError: an unknown name that is not a folder of the root either, listing the known ones.
+    """
+    root = Path(root)
+    path, name = parse_split(spec)
+    candidates = _candidates(root, path, name)
+    half = None  # the first image folder found without its mask folder
+    for base, layout in candidates:
+        images, masks = base / layout.images, base / layout.masks
+        if images.is_dir() and masks.is_dir():
+            depth_base = base / layout.depth_base if layout.depth_base else base
+            return Split(name, spec, images, masks, depth_base, dataset_of(name))
+        if images.is_dir() and half is None:
+            half = images
+    if path is None and name not in KNOWN_SPLITS and not (root / name).is_dir():
+        raise DatasetError(
+            f"unknown split {name!r} under {root}; known: {', '.join(SPLITS)}; or PATH:NAME for a folder of your own "
+            "with images/ and masks/"
+        )
+    if half is not None:
+        looked = dict.fromkeys(str(base / layout.masks) for base, layout in candidates if base / layout.images == half)
+        raise SplitNotFoundError(f"no mask folder for {half} (split {spec}); looked for {', '.join(looked)}")
+    examples = [f"{base / layout.images} + {layout.masks}" for base, layout in candidates[:1]]
+    if path is None and name in KNOWN_SPLITS:
+        examples.append(f"{root / name}/images + masks")
+    raise SplitNotFoundError(
+        f"no split {spec} under {root} (expected e.g. {' or '.join(examples)}; README.md, Other datasets, lists "
+        "the layouts)"
+    )
 
 
 def find_by_stem(folder: Path, stem: str) -> Path | None:

@@ -16,7 +16,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data.layout import find_by_stem, mask_dir, split_images
+from ..data.layout import dataset_of, find_by_stem, find_split
 from ..errors import DatasetError
 from ..inference.predictor import Predictor
 from ..io import FolderLock, check_writable_folder, read_gray, read_image, write_image_atomic, write_text_atomic
@@ -31,17 +31,16 @@ TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 class _SplitImages(Dataset):
     """(stem, image (H, W, 3) uint8, depth map (h, w) uint8) of each image of a split, read in loader workers."""
 
-    def __init__(self, root: str | os.PathLike, split: str, depth_folder: str) -> None:
-        self.images = split_images(root, split)
-        if not self.images:
-            raise DatasetError(f"no images in {Path(root) / split}")
-        depth_dir = Path(root) / split / depth_folder
+    def __init__(self, root: str | os.PathLike, spec: str, depth_folder: str) -> None:
+        split = find_split(root, spec)
+        self.images = split.image_files()
+        depth_dir = split.depth_dir(depth_folder)
         self.depths = [find_by_stem(depth_dir, p.stem) for p in self.images]
         missing = [p.name for p, d in zip(self.images, self.depths) if d is None]
         if missing:
             raise DatasetError(
-                f"{len(missing)} image(s) of {split} have no depth map in {depth_dir} (e.g. {missing[0]}); make them "
-                f"with: python depth_prep/prepare_depth.py --data-root {root} --splits {split} --model large "
+                f"{len(missing)} image(s) of {spec} have no depth map in {depth_dir} (e.g. {missing[0]}); make them "
+                f"with: python depth_prep/prepare_depth.py --data-root {root} --splits {spec} --model large "
                 f"--out-name {depth_folder}"
             )
 
@@ -100,8 +99,10 @@ def run_test(
     out: str | os.PathLike,
     options: TestOptions | None = None,
 ) -> dict[str, dict]:
-    """Predict and score every split; writes ``out/preds/<split>/``, ``out/<split>.json`` (with CSV and PNG),
-    ``out/metrics.json`` and ``out/results.md``. Returns the metrics by split (and ``TE-mean``).
+    """Predict and score every split (``DIS-TE1``, ``DUTS-TE``, ``PATH:NAME``, ...: see
+    :mod:`pdfnet.data.layout`); writes ``out/preds/<name>/``, ``out/<name>.json`` (with CSV and PNG),
+    ``out/metrics.json`` and ``out/results.md``. Returns the metrics by split name (and ``TE-mean`` when all of
+    DIS-TE1..4 were scored).
 
     Raises:
         CheckpointError, DatasetError, OutputError, EvaluationError: naming the file or folder at fault, before
@@ -109,23 +110,27 @@ def run_test(
     """
     o = options or TestOptions()
     out = check_writable_folder(out)
-    for split in splits:  # every split's images and masks exist before the long work starts
-        mask_dir(data_root, split)
-        _SplitImages(data_root, split, o.depth_folder)
+    found = {}
+    for spec in splits:  # every split's images, masks and depth maps exist before the long work starts
+        split = find_split(data_root, spec)
+        if split.name in found:
+            raise DatasetError(
+                f"two splits named {split.name} ({found[split.name].spec}, {spec}): their results would mix"
+            )
+        _SplitImages(data_root, spec, o.depth_folder)
+        found[split.name] = split
     device = resolve_device(o.device)
     model = load_pdfnet(checkpoint, variant=o.variant)
     variant = model.variant
     predictor = Predictor(model, None, device=device, precision=o.precision, input_size=o.input_size, tta=o.tta)
     results: dict[str, dict] = {}
     with FolderLock(out, "test"):
-        for split in splits:
-            pred_dir = out / "preds" / split
-            predict_split(predictor, data_root, split, pred_dir, o.batch_size, o.depth_folder, o.loader_workers)
-            summary, scores = evaluate_predictions(
-                pred_dir, mask_dir(data_root, split), o.workers, o.cache_dir, desc=f"score {split}"
-            )
-            write_results(summary, scores, out / f"{split}.json")
-            results[split] = summary
+        for name, split in found.items():
+            pred_dir = out / "preds" / name
+            predict_split(predictor, data_root, split.spec, pred_dir, o.batch_size, o.depth_folder, o.loader_workers)
+            summary, scores = evaluate_predictions(pred_dir, split.masks, o.workers, o.cache_dir, desc=f"score {name}")
+            write_results(summary, scores, out / f"{name}.json")
+            results[name] = summary
         te = [results[s] for s in TEST_SPLITS if s in results]
         if len(te) == len(TEST_SPLITS):
             results["TE-mean"] = {k: float(np.mean([r[k] for r in te])) for k in te[0] if k != "n"}
@@ -138,17 +143,22 @@ def run_test(
 
 
 def markdown_table(results: dict[str, dict], checkpoint: str, tta: bool, variant: str) -> str:
-    """Rows: splits (and their TE mean); columns: the metrics DIS papers report."""
+    """One table per dataset (DIS-5K, DUTS, HRSOD, ...; the TE mean with DIS-5K): rows are its splits, columns
+    the metrics DIS papers report."""
     lines = [
         f"PDFNet ({variant}) `{checkpoint}`, test-time augmentation: {'yes' if tta else 'no'}. "
         "maxFm is the maximum of the mean per-image F curve (beta^2 = 0.3; the DIS and BiRefNet convention); "
         "maxFm_pr the maximum of F from the mean precision and recall curves (the PDFNet code's convention); "
         "HCE at relax 5, epsilon 2.",
-        "",
-        "| split | " + " | ".join(TABLE_KEYS) + " | n |",
-        "|---|" + "---|" * (len(TABLE_KEYS) + 1),
     ]
-    for split, r in results.items():
-        cells = [f"{r[k]:.1f}" if k == "HCE" else f"{r[k]:.4f}" for k in TABLE_KEYS]
-        lines.append(f"| {split} | " + " | ".join(cells) + f" | {r['n']} |")
+    by_dataset: dict[str, list[str]] = {}
+    for split in results:
+        by_dataset.setdefault(dataset_of("DIS-TE1" if split == "TE-mean" else split), []).append(split)
+    for dataset, names in by_dataset.items():
+        lines += ["", f"### {dataset}", "", "| split | " + " | ".join(TABLE_KEYS) + " | n |"]
+        lines.append("|---|" + "---|" * (len(TABLE_KEYS) + 1))
+        for split in names:
+            r = results[split]
+            cells = [f"{r[k]:.1f}" if k == "HCE" else f"{r[k]:.4f}" for k in TABLE_KEYS]
+            lines.append(f"| {split} | " + " | ".join(cells) + f" | {r['n']} |")
     return "\n".join(lines) + "\n"

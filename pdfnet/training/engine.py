@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..config import HARMLESS_ON_RESUME, Config, config_changes, config_from_dict, load_config
-from ..data.dataset import DIS5KDataset, EpochSampler, collate, derive_seed
+from ..data.dataset import EpochSampler, SegmentationDataset, collate, derive_seed
+from ..data.layout import SplitNotFoundError, find_split
 from ..data.processing import denormalize_image
 from ..errors import ConfigError, PDFNetError
 from ..io import FolderLock
@@ -58,17 +60,19 @@ def build_training_model(cfg: Config, rt: Runtime) -> PDFNet:
     return model
 
 
-def build_loader(cfg: Config, rt: Runtime, split: str, train: bool) -> DataLoader:
+def build_loader(cfg: Config, rt: Runtime, splits: Sequence[str], train: bool) -> DataLoader:
     d = cfg.data
-    dataset = DIS5KDataset(
+    dataset = SegmentationDataset(
         d.root,
-        split,
+        splits,
         d.input_size,
         d.train_depths if train else (d.eval_depth,),
         target_depth=d.target_depth if train else None,
         augment=train and d.augment,
         seed=cfg.train.seed,
     )
+    if len(splits) > 1:
+        log(rt, "data: " + " + ".join(f"{name} ({n})" for name, n in dataset.split_sizes().items()))
     sampler = EpochSampler(
         len(dataset), cfg.train.seed, shuffle=train, rank=rt.rank, world_size=rt.world_size, pad=train
     )
@@ -228,7 +232,7 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
     if cfg.train.compile:
         net = torch.compile(net)
 
-    train_loader = build_loader(cfg, rt, cfg.data.train_split, train=True)
+    train_loader = build_loader(cfg, rt, cfg.data.train_sets, train=True)
     val_loader = _validation_loader(cfg, rt)
     writer = SummaryWriter(str(out / "tensorboard")) if rt.is_main else None
     history = ckpt.records_up_to(out / "metrics.jsonl", start) if rt.is_main else []  # epochs before start
@@ -281,13 +285,12 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
 def _validation_loader(cfg: Config, rt: Runtime) -> DataLoader | None:
     if not cfg.train.validate:
         return None
-    if not (Path(cfg.data.root) / cfg.data.val_split).is_dir():
-        log(
-            rt,
-            f"warning: no validation split {cfg.data.val_split} in {cfg.data.root}; best.pt follows the training loss",
-        )
+    try:
+        find_split(cfg.data.root, cfg.data.val_split)
+    except SplitNotFoundError as e:
+        log(rt, f"warning: {e}; without validation, best.pt follows the training loss")
         return None
-    return build_loader(cfg, rt, cfg.data.val_split, train=False)
+    return build_loader(cfg, rt, (cfg.data.val_split,), train=False)
 
 
 def _log_epoch(writer, record: dict, shown: dict) -> None:
