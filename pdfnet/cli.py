@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _command(args.command).run(args)
     except PDFNetError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .distributed import OtherProcessError, is_main_process
+
+        # under torchrun rank 0 reports an error that the processes agreed on (the others' OtherProcessError)
+        if is_main_process() or not isinstance(e, OtherProcessError):
+            print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept and a rerun continues", file=sys.stderr)

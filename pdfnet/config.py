@@ -151,6 +151,9 @@ class TrainConfig:
         validate: validate on the validation split after every epoch.
         log_images: samples written to TensorBoard after each validation.
         compile: torch.compile the model.
+        checkpoint_every: also write ``last.pt`` every this many steps within an epoch (0: at the end of each
+            epoch only), for clusters that preempt; a multiple of ``accumulation``. Resuming from such a
+            checkpoint skips the steps done and gives the weights an uninterrupted run gives.
         device: "cuda", "cpu" or null for the best available.
         pretrained_backbone: ImageNet Swin weights for the encoder: a file (Microsoft's
             ``swin_base_patch4_window12_384_22kto1k.pth``, what the original loads, or a timm state dict),
@@ -168,6 +171,7 @@ class TrainConfig:
     validate: bool = True
     log_images: int = field(default=4, metadata=_NON_NEGATIVE)
     compile: bool = False
+    checkpoint_every: int = field(default=0, metadata=_NON_NEGATIVE)
     device: str | None = None
     pretrained_backbone: str | None = None
     init_from: str | None = None
@@ -195,7 +199,9 @@ MOVED_KEYS = {
 MOVED_VALUES: dict[str, Callable[[Any], Any]] = {"data.train_split": lambda split: [split]}
 
 # Settings a resumed run may change: they do not alter the weights it computes.
-HARMLESS_ON_RESUME = frozenset({"train.epochs", "output_dir", "data.num_workers", "train.device", "train.log_images"})
+HARMLESS_ON_RESUME = frozenset(
+    {"train.epochs", "output_dir", "data.num_workers", "train.device", "train.log_images", "train.checkpoint_every"}
+)
 
 
 # ---------------------------------------------------------------------------------------------- YAML reading
@@ -324,6 +330,12 @@ def check_config(cfg: Config) -> Config:
         raise ConfigError("data.train_depths: expected at least one depth folder")
     if not d.train_sets:
         raise ConfigError("data.train_sets: expected at least one split, e.g. [DIS-TR]")
+    t = cfg.train
+    if t.checkpoint_every % t.accumulation:
+        raise ConfigError(
+            f"train.checkpoint_every: expected a multiple of train.accumulation ({t.accumulation}), so that a "
+            f"checkpoint falls between optimiser updates; got {t.checkpoint_every}"
+        )
     return cfg
 
 

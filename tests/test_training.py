@@ -275,7 +275,7 @@ def test_ddp_matches_one_process(tmp_path):
     assert ddp.returncode == 0, ddp.stderr
     one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
-    from pdfnet.training.distributed import setup_runtime
+    from pdfnet.distributed import setup_runtime
     from pdfnet.training.engine import build_training_model
 
     initial = build_training_model(load_config(TINY, [a for a in common[2:]]), setup_runtime("cpu")).state_dict()
@@ -317,7 +317,7 @@ def test_hard_mining_trains_odd_epochs_on_the_hardest_half(toy, tmp_path):
 
 def test_fine_tune_from_the_authors_layout(toy, tmp_path, tiny_official_checkpoint):
     # the tiny checkpoint is the release version; a cvpr model takes everything but the depth head's inputs
-    from pdfnet.training.distributed import setup_runtime
+    from pdfnet.distributed import setup_runtime
     from pdfnet.training.engine import build_training_model
 
     cfg = tiny_config(toy, tmp_path, f"train.init_from={tiny_official_checkpoint}", "model.variant=cvpr")

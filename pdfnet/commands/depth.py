@@ -42,18 +42,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Under ``torchrun`` every process writes its own share of the maps; rank 0 prints the summary."""
     from ..data.depth import DepthEstimator, prepare_depth_maps
-    from ..runtime import resolve_device
+    from ..distributed import process_group
 
-    device = resolve_device(args.device)
+    with process_group(args.device) as rt:
 
-    def make_estimator() -> DepthEstimator:
-        return DepthEstimator(args.model, device=device, precision=args.precision, input_size=args.input_size)
+        def make_estimator() -> DepthEstimator:
+            return DepthEstimator(args.model, device=rt.device, precision=args.precision, input_size=args.input_size)
 
-    written, errors = prepare_depth_maps(
-        args.data_root, args.splits, make_estimator, args.out_name, args.batch_size, args.overwrite, args.fmt
-    )
-    print(f"wrote {written} depth map(s)" + ("" if written or errors else " (all existed: --overwrite redoes them)"))
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
+        written, errors = prepare_depth_maps(
+            args.data_root,
+            args.splits,
+            make_estimator,
+            args.out_name,
+            args.batch_size,
+            args.overwrite,
+            args.fmt,
+            rt=rt,
+        )
+    if rt.is_main:
+        processes = f" ({rt.world_size} processes)" if rt.distributed else ""
+        done = "" if written or errors else " (all existed: --overwrite redoes them)"
+        print(f"wrote {written} depth map(s){processes}{done}")
+        for message in errors:
+            print(f"error: {message}", file=sys.stderr)
     return 1 if errors else 0

@@ -28,6 +28,7 @@ from ..io import (
 from .options import add_device_options, input_size, positive_int
 
 if TYPE_CHECKING:
+    from ..distributed import Runtime
     from ..inference.predictor import Predictor
 
 HELP = "cut the main object out of images and videos"
@@ -114,12 +115,12 @@ def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str) -> dict[Path, dict
     return plan
 
 
-def _load_predictor(args: argparse.Namespace):
+def _load_predictor(args: argparse.Namespace, device: str | None):
     from ..inference.predictor import PRETRAINED, Predictor
 
     depth_model = None if args.depth else args.depth_model
     options = dict(
-        device=args.device, depth_model=depth_model, precision=args.precision, input_size=args.input_size, tta=args.tta
+        device=device, depth_model=depth_model, precision=args.precision, input_size=args.input_size, tta=args.tta
     )
     if options["input_size"] is None:  # the graph's own size for ONNX, else the paper's 1024
         options["input_size"] = None if (args.weights or "").endswith(".onnx") else 1024
@@ -147,33 +148,65 @@ def _read_depth(folder: str, image_path: Path, shape: tuple[int, ...]):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``pdfnet predict``; returns the exit status (1 if any input failed)."""
+    """Run ``pdfnet predict``; returns the exit status (1 if any input failed). Under ``torchrun`` every process
+    predicts its own share of the inputs; rank 0 plans, holds the folder's lock and prints the summary."""
+    from ..distributed import process_group
+
+    with process_group(args.device) as rt:
+        return _run(args, rt)
+
+
+def _plan(args: argparse.Namespace) -> tuple[int, Path, dict[Path, dict[str, Path]], list[Path]]:
+    """(number of inputs, output folder, every input's outputs, inputs still to do), checked before any work."""
     inputs = list(expand_inputs(args.inputs, IMAGE_SUFFIXES + VIDEO_SUFFIXES)) if args.inputs else [example_image()]
     if not inputs:
         raise InputError(f"no images or videos in {' '.join(args.inputs)}")
     out_dir = check_writable_folder(args.out)
     plan = plan_outputs(inputs, out_dir, args.fmt)
     todo = [p for p in inputs if args.overwrite or not all(f.exists() for f in plan[p].values())]
-    skipped = len(inputs) - len(todo)
+    return len(inputs), out_dir, plan, todo
+
+
+def _run(args: argparse.Namespace, rt: Runtime) -> int:
+    from ..distributed import all_ranks, held_by_main, on_main, shard
+
+    # one view of the inputs and of what exists, rank 0's, for every process
+    n_inputs, out_dir, plan, todo = on_main(lambda: _plan(args), rt)
+    skipped = n_inputs - len(todo)
     if not todo:
-        print(f"all {len(inputs)} output(s) already exist in {out_dir}; nothing to do (--overwrite redoes them)")
+        if rt.is_main:
+            print(f"all {n_inputs} output(s) already exist in {out_dir}; nothing to do (--overwrite redoes them)")
         return 0
-    failed: list[str] = []
-    with FolderLock(out_dir, "predict"):
-        predictor = _load_predictor(args)
-        images = [p for p in todo if not is_video(p)]
-        written = _predict_images(predictor, images, plan, args, failed) if images else 0
-        for path in (p for p in todo if is_video(p)):
+
+    def work() -> tuple[int, list[str]]:
+        mine, failed = shard(todo, rt), []
+        if not mine:
+            return 0, failed
+        predictor = _load_predictor(args, str(rt.device) if rt.distributed else args.device)
+        images = [p for p in mine if not is_video(p)]
+        written = _predict_images(predictor, images, plan, args, failed, rt.is_main) if images else 0
+        for path in (p for p in mine if is_video(p)):
             try:
-                _predict_video(predictor, path, plan[path], args)
+                _predict_video(predictor, path, plan[path], args, rt.is_main)
                 written += 1
             except PDFNetError as e:
                 failed.append(_named(e, path))
                 print(f"error: {failed[-1]}", file=sys.stderr)
-    note = f"; {skipped} already done, skipped (--overwrite redoes them)" if skipped else ""
-    print(f"wrote {written} result(s) to {out_dir}{note}" + (f"; {len(failed)} input(s) failed:" if failed else ""))
-    for message in failed:
-        print(f"  {message}", file=sys.stderr)
+        return written, failed
+
+    with held_by_main(FolderLock(out_dir, "predict"), rt):
+        outcomes = all_ranks(work, rt)
+    written = sum(n for n, _ in outcomes)
+    failed = [message for _, messages in outcomes for message in messages]
+    if rt.is_main:
+        note = f"; {skipped} already done, skipped (--overwrite redoes them)" if skipped else ""
+        processes = f" by {rt.world_size} processes" if rt.distributed else ""
+        print(
+            f"wrote {written} result(s) to {out_dir}{processes}{note}"
+            + (f"; {len(failed)} input(s) failed:" if failed else "")
+        )
+        for message in failed:
+            print(f"  {message}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -187,6 +220,7 @@ def _predict_images(
     plan: dict[Path, dict[str, Path]],
     args: argparse.Namespace,
     failed: list[str],
+    progress: bool = True,
 ) -> int:
     """Masks and cutouts of ``todo``, ``--batch-size`` images at a time; returns how many were written and adds
     a line to ``failed`` for each image that could not be read or used."""
@@ -195,7 +229,7 @@ def _predict_images(
     from ..inference.predictor import to_rgba
 
     written = 0
-    bar = tqdm(total=len(todo), desc="predict", unit="img")
+    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not progress)
     for start in range(0, len(todo), args.batch_size):
         paths, images, depths = [], [], []
         for path in todo[start : start + args.batch_size]:
@@ -226,7 +260,9 @@ def _predict_images(
     return written
 
 
-def _predict_video(predictor: Predictor, path: Path, files: dict[str, Path], args: argparse.Namespace) -> None:
+def _predict_video(
+    predictor: Predictor, path: Path, files: dict[str, Path], args: argparse.Namespace, progress: bool = True
+) -> None:
     """Stream a video's frames through the network, ``--batch-size`` at a time, into its mask and RGBA videos.
 
     Raises:
@@ -248,7 +284,9 @@ def _predict_video(predictor: Predictor, path: Path, files: dict[str, Path], arg
             predictor.depth_estimator.input_shape(np.empty((reader.info.height, reader.info.width, 3), np.uint8))
         mask_out = stack.enter_context(MaskVideoWriter(files["mask"], reader.info)) if "mask" in files else None
         rgba_out = stack.enter_context(RgbaVideoWriter(files["rgba"], reader.info)) if "rgba" in files else None
-        bar = stack.enter_context(tqdm(total=reader.info.frame_count or None, desc=path.name, unit="frame"))
+        bar = stack.enter_context(
+            tqdm(total=reader.info.frame_count or None, desc=path.name, unit="frame", disable=not progress)
+        )
         for batch in reader.batches(args.batch_size):
             masks = np.stack(predictor.predict_masks(list(batch.frames)))
             if mask_out is not None:

@@ -43,9 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
+    from ..distributed import process_group
     from ..evaluation.testing import TestOptions, run_test
 
     # every option is a flag of the same name
     options = TestOptions(**{f.name: getattr(args, f.name) for f in fields(TestOptions)})
-    run_test(args.checkpoint, args.data_root, args.splits, args.out, options)
+    with process_group(args.device) as rt:  # under torchrun: predictions sharded, scored by rank 0
+        run_test(args.checkpoint, args.data_root, args.splits, args.out, options, rt)
     return 0

@@ -238,6 +238,7 @@ class EpochSampler(Sampler):
         rank, world_size: this process's shard; shards are padded by wrapping to equal length when
             ``pad`` (training), so every process takes the same number of steps.
         subset: restrict an epoch to these dataset indices (hard-sample mining), in the permuted order.
+        start: skip the first ``start`` keys of this process's shard (a run resumed within an epoch).
     """
 
     def __init__(
@@ -245,11 +246,11 @@ class EpochSampler(Sampler):
     ) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world_size, self.pad = rank, world_size, pad
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
         self.subset: list[int] | None = None
 
-    def set_epoch(self, epoch: int, subset: Sequence[int] | None = None) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, subset: Sequence[int] | None = None, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
         self.subset = sorted(subset) if subset is not None else None
 
     def _order(self) -> list[int]:
@@ -265,12 +266,20 @@ class EpochSampler(Sampler):
             order += order[: self.world_size - len(order) % self.world_size]
         return order
 
+    def _shard(self) -> list[int]:
+        return self._order()[self.rank :: self.world_size]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self._order()[self.rank :: self.world_size]:
+        for index in self._shard()[self.start :]:
             yield (self.epoch, index)
 
     def __len__(self) -> int:
-        return len(self._order()[self.rank :: self.world_size])
+        """Keys still to come this epoch (after ``start``)."""
+        return max(len(self._shard()) - self.start, 0)
+
+    def shard_size(self) -> int:
+        """This process's keys in the whole epoch."""
+        return len(self._shard())
 
 
 def collate(samples: list[dict]) -> dict:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -26,6 +28,9 @@ import torch.nn.functional as F
 
 from ..errors import DepthModelError, InputError
 from ..runtime import IMAGENET_MEAN, IMAGENET_STD, PRECISIONS, check_precision
+
+if TYPE_CHECKING:
+    from ..distributed import Runtime
 
 DEPTH_MODELS = {
     "small": "depth-anything/Depth-Anything-V2-Small-hf",
@@ -209,6 +214,7 @@ def prepare_depth_maps(
     overwrite: bool = False,
     fmt: str = "png8",
     progress: bool = True,
+    rt: Runtime | None = None,
 ) -> tuple[int, list[str]]:
     """Write one depth map per image of each split to ``<depth base>/<out_name>/<stem>.png``, the depth base
     being the split's own folder (``<root>/<split>/``, ``DUTS-TE/``, ``HRSOD_train_depth/``, ...: see
@@ -221,40 +227,54 @@ def prepare_depth_maps(
 
     Args:
         splits: split names (``DIS-TR``, ``HRSOD-TR``, ``PATH:NAME``, ...).
-        make_estimator: builds the estimator, called once, only if some map is missing.
+        make_estimator: builds the estimator, called once, only if some map is missing (in this process's share).
+        rt: under ``torchrun``, this process's place (:func:`pdfnet.distributed.setup_runtime`): every process
+            writes its own share of the missing maps; rank 0 finds them and holds the folders' locks.
 
     Returns:
-        (number of maps written, error messages naming the files at fault).
+        (number of maps written, error messages naming the files at fault), over all processes.
     """
+    from contextlib import ExitStack
+
     from tqdm import tqdm
 
+    from ..distributed import Runtime, all_ranks, held_by_main, on_main, shard
     from ..errors import PDFNetError
     from ..io import FolderLock, read_image, remove_stale_temporaries, write_image_atomic
     from .layout import find_split
 
-    todo_by_split, errors = {}, []
-    for spec in splits:
-        try:
-            split = find_split(data_root, spec)
-            images = split.image_files()
-        except PDFNetError as e:
-            errors.append(str(e))
-            continue
-        out_dir = split.depth_dir(out_name)
-        todo_by_split[spec] = (out_dir, [p for p in images if overwrite or not (out_dir / f"{p.stem}.png").exists()])
-    if not any(todo for _, todo in todo_by_split.values()):
+    rt = rt or Runtime(torch.device("cpu"))
+
+    def plan() -> tuple[dict[str, Path], list[tuple[str, Path]], list[str]]:
+        out_dirs, todo, errors = {}, [], []
+        for spec in splits:
+            try:
+                split = find_split(data_root, spec)
+                images = split.image_files()
+            except PDFNetError as e:
+                errors.append(str(e))
+                continue
+            out_dirs[spec] = out_dir = split.depth_dir(out_name)
+            todo += [(spec, p) for p in images if overwrite or not (out_dir / f"{p.stem}.png").exists()]
+        return out_dirs, todo, errors
+
+    out_dirs, todo, errors = on_main(plan, rt)  # one view of what exists, for every process
+    if not todo:
         return 0, errors
-    estimator = make_estimator()
-    written = 0
-    for split, (out_dir, todo) in todo_by_split.items():
-        if not todo:
-            continue
-        with FolderLock(out_dir, "depth_prep"):
-            remove_stale_temporaries(out_dir)
-            bar = tqdm(total=len(todo), desc=f"{split} -> {out_name}", unit="img", disable=not progress)
-            for start in range(0, len(todo), batch_size):
+
+    def work() -> tuple[int, list[str]]:
+        mine, written, failed = shard(todo, rt), 0, []
+        if not mine:
+            return written, failed
+        estimator = make_estimator()
+        for spec in dict.fromkeys(spec for spec, _ in mine):
+            out_dir, paths = out_dirs[spec], [p for s, p in mine if s == spec]
+            bar = tqdm(
+                total=len(paths), desc=f"{spec} -> {out_name}", unit="img", disable=not (progress and rt.is_main)
+            )
+            for start in range(0, len(paths), batch_size):
                 batch, arrays = [], []
-                for path in todo[start : start + batch_size]:
+                for path in paths[start : start + batch_size]:
                     if not overwrite and (out_dir / f"{path.stem}.png").exists():  # written meanwhile
                         bar.update(1)
                         continue
@@ -262,7 +282,7 @@ def prepare_depth_maps(
                         image = read_image(path)
                         estimator.input_shape(image)  # refuse unusable shapes before the batch runs
                     except PDFNetError as e:
-                        errors.append(str(e) if str(path) in str(e) else f"{path}: {e}")
+                        failed.append(str(e) if str(path) in str(e) else f"{path}: {e}")
                         bar.update(1)
                         continue
                     arrays.append(image)
@@ -274,4 +294,12 @@ def prepare_depth_maps(
                     written += 1
                     bar.update(1)
             bar.close()
-    return written, errors
+        return written, failed
+
+    with ExitStack() as stack:
+        for spec in dict.fromkeys(spec for spec, _ in todo):
+            stack.enter_context(held_by_main(FolderLock(out_dirs[spec], "depth_prep"), rt))
+            if rt.is_main:
+                remove_stale_temporaries(out_dirs[spec])
+        outcomes = all_ranks(work, rt)
+    return sum(n for n, _ in outcomes), errors + [message for _, messages in outcomes for message in messages]

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ..data.layout import dataset_of, find_by_stem, find_split
+from ..distributed import Runtime, all_ranks, held_by_main, on_main, shard
 from ..errors import DatasetError
 from ..inference.predictor import Predictor
 from ..io import FolderLock, check_writable_folder, read_gray, read_image, write_image_atomic, write_text_atomic
@@ -63,13 +64,17 @@ def predict_split(
     batch_size: int = 1,
     depth_folder: str = "depth_large",
     num_workers: int = 2,
+    rt: Runtime | None = None,
 ) -> int:
     """Write the 8-bit prediction of every image of ``split`` into ``out_dir`` as ``<stem>.png``; returns how
-    many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem)."""
+    many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem). Under ``torchrun``
+    (``rt``), this process's share of the images only."""
     dataset = _SplitImages(data_root, split, depth_folder)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_columns)
+    indices = shard(range(len(dataset)), rt) if rt is not None else range(len(dataset))
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=_columns)
+    show = rt is None or rt.is_main
     written = 0
-    for names, images, depths in tqdm(loader, desc=f"predict {split}", unit="batch"):
+    for names, images, depths in tqdm(loader, desc=f"predict {split}", unit="batch", disable=not show):
         for name, mask in zip(names, predictor.masks_from_maps(images, depths)):
             write_image_atomic(out_dir / f"{name}.png", mask)
             written += 1
@@ -98,36 +103,55 @@ def run_test(
     splits: list[str],
     out: str | os.PathLike,
     options: TestOptions | None = None,
+    rt: Runtime | None = None,
 ) -> dict[str, dict]:
     """Predict and score every split (``DIS-TE1``, ``DUTS-TE``, ``PATH:NAME``, ...: see
     :mod:`pdfnet.data.layout`); writes ``out/preds/<name>/``, ``out/<name>.json`` (with CSV and PNG),
     ``out/metrics.json`` and ``out/results.md``. Returns the metrics by split name (and ``TE-mean`` when all of
     DIS-TE1..4 were scored).
 
+    Under ``torchrun`` (``rt`` from :func:`pdfnet.distributed.setup_runtime`) every process predicts its share of
+    each split; once all predictions exist, rank 0 scores them, writes the results and returns them (the other
+    processes return an empty dict): what one process computes.
+
     Raises:
         CheckpointError, DatasetError, OutputError, EvaluationError: naming the file or folder at fault, before
             any prediction where they can be found out first.
     """
     o = options or TestOptions()
-    out = check_writable_folder(out)
-    found = {}
-    for spec in splits:  # every split's images, masks and depth maps exist before the long work starts
-        split = find_split(data_root, spec)
-        if split.name in found:
-            raise DatasetError(
-                f"two splits named {split.name} ({found[split.name].spec}, {spec}): their results would mix"
-            )
-        _SplitImages(data_root, spec, o.depth_folder)
-        found[split.name] = split
-    device = resolve_device(o.device)
-    model = load_pdfnet(checkpoint, variant=o.variant)
-    variant = model.variant
-    predictor = Predictor(model, None, device=device, precision=o.precision, input_size=o.input_size, tta=o.tta)
-    results: dict[str, dict] = {}
-    with FolderLock(out, "test"):
+    rt = rt or Runtime(resolve_device(o.device))
+
+    def check() -> tuple[Path, dict]:
+        folder, found = check_writable_folder(out), {}
+        for spec in splits:  # every split's images, masks and depth maps exist before the long work starts
+            split = find_split(data_root, spec)
+            if split.name in found:
+                raise DatasetError(
+                    f"two splits named {split.name} ({found[split.name].spec}, {spec}): their results would mix"
+                )
+            _SplitImages(data_root, spec, o.depth_folder)
+            found[split.name] = split
+        return folder, found
+
+    out, found = on_main(check, rt)
+
+    def predict_all() -> str:
+        model = load_pdfnet(checkpoint, variant=o.variant)
+        predictor = Predictor(model, None, device=rt.device, precision=o.precision, input_size=o.input_size, tta=o.tta)
         for name, split in found.items():
             pred_dir = out / "preds" / name
-            predict_split(predictor, data_root, split.spec, pred_dir, o.batch_size, o.depth_folder, o.loader_workers)
+            predict_split(
+                predictor, data_root, split.spec, pred_dir, o.batch_size, o.depth_folder, o.loader_workers, rt
+            )
+        return model.variant
+
+    results: dict[str, dict] = {}
+    with held_by_main(FolderLock(out, "test"), rt):
+        variant = all_ranks(predict_all, rt)[0]  # every prediction exists from here on
+        if not rt.is_main:
+            return results
+        for name, split in found.items():
+            pred_dir = out / "preds" / name
             summary, scores = evaluate_predictions(pred_dir, split.masks, o.workers, o.cache_dir, desc=f"score {name}")
             write_results(summary, scores, out / f"{name}.json")
             results[name] = summary

@@ -1,7 +1,7 @@
 """Training PDFNet: the authors' recipe in a loop that reads top to bottom.
 
 Single process or ``torchrun`` (DistributedDataParallel; logging, checkpoints and TensorBoard on rank 0,
-validation metrics reduced over ranks). Everything random derives from (seed, epoch[, rank]), so that one epoch
+validation metrics reduced over ranks). Everything random derives from (seed, epoch[, rank, step]), so that one epoch
 plus ``--resume`` to two gives the same weights as two epochs straight.
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,6 +28,7 @@ from ..config import HARMLESS_ON_RESUME, Config, config_changes, config_from_dic
 from ..data.dataset import EpochSampler, SegmentationDataset, collate, derive_seed
 from ..data.layout import SplitNotFoundError, find_split
 from ..data.processing import denormalize_image
+from ..distributed import Runtime, all_gather, any_process, gather_dict, held_by_main, log, setup_runtime, teardown
 from ..errors import ConfigError, PDFNetError
 from ..io import FolderLock
 from ..model.backbone import load_swin_weights
@@ -33,7 +36,6 @@ from ..model.checkpoint import init_from_checkpoint
 from ..model.network import PDFNet, build_pdfnet
 from ..runtime import autocast
 from . import checkpointing as ckpt
-from .distributed import Runtime, any_process, gather_dict, log, setup_runtime
 from .losses import pdfnet_loss
 from .mining import hardest_half, sample_losses
 from .schedule import build_optimizer, lr_for_epoch, set_lr
@@ -120,16 +122,47 @@ def run_config(config_path: str | None, overrides: list[str], resume: str | None
 # ------------------------------------------------------------------------------------------------------ loop
 
 
+@dataclass
+class EpochProgress:
+    """How far this process is into an epoch: steps done, its loss sums and per-sample main-output losses so far
+    (what a checkpoint written within an epoch holds)."""
+
+    step: int = 0
+    totals: dict[str, float] = field(default_factory=dict)
+    sample_losses: dict[int, float] = field(default_factory=dict)
+
+
 def train_one_epoch(
-    model: nn.Module, loader: DataLoader, optimizer, scaler, cfg: Config, rt: Runtime, epoch: int, writer
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer,
+    scaler,
+    cfg: Config,
+    rt: Runtime,
+    epoch: int,
+    writer,
+    progress: EpochProgress | None = None,
+    on_checkpoint: Callable[[EpochProgress], None] | None = None,
 ) -> tuple[dict[str, float], dict[int, float]]:
-    """One pass; returns mean losses and, for hard-sample mining, each sample's main-output loss."""
+    """One pass, or what remains of it after ``progress`` (the loader then yields the remaining batches only);
+    returns mean losses and, for hard-sample mining, each sample's main-output loss. Every
+    ``train.checkpoint_every`` steps (not at the last) ``on_checkpoint`` gets the progress so far."""
     model.train()
-    totals: dict[str, float] = {}
-    losses_by_sample: dict[int, float] = {}
-    accum, steps = cfg.train.accumulation, len(loader)
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not rt.is_main, dynamic_ncols=True)
-    for step, batch in enumerate(bar):
+    progress = progress or EpochProgress()
+    totals, losses_by_sample = dict(progress.totals), dict(progress.sample_losses)
+    accum, every, first = cfg.train.accumulation, cfg.train.checkpoint_every, progress.step
+    steps = first + len(loader)
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+        initial=first,
+        total=steps,
+        disable=not rt.is_main,
+        dynamic_ncols=True,
+    )
+    for step, batch in enumerate(bar, start=first):
+        # dropout and drop path: drawn from (seed, epoch, rank, step), so a run resumed at any step draws the same
+        torch.manual_seed(derive_seed(cfg.train.seed, epoch, rt.rank, step))
         image, depth = batch["image"].to(rt.device), batch["depth"].to(rt.device)
         mask, target = batch["mask"].to(rt.device), batch["depth_target"].to(rt.device)
         update = (step + 1) % accum == 0 or step + 1 == steps
@@ -154,6 +187,9 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{totals['total'] / (step + 1):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         if writer is not None and step % 50 == 0:
             writer.add_scalar("train/step_loss", losses["total"].item(), epoch * steps + step)
+        # checkpoint_every is a multiple of accum: the gradients were just applied and zeroed
+        if on_checkpoint is not None and every and (step + 1) % every == 0 and step + 1 < steps:
+            on_checkpoint(EpochProgress(step + 1, dict(totals), dict(losses_by_sample)))
     return {k: v / max(steps, 1) for k, v in totals.items()}, losses_by_sample
 
 
@@ -201,12 +237,10 @@ def train(cfg: Config, resume: str | Path | None = None) -> list[dict]:
     try:
         out = Path(cfg.output_dir)
         path = ckpt.resolve_resume(str(resume) if resume is not None else None, out)
-        lock = FolderLock(out, "training") if rt.is_main else nullcontext()
-        with lock:
+        with held_by_main(FolderLock(out, "training"), rt):
             return _train(cfg, rt, path, fresh_ok=resume == "auto")
     finally:
-        if rt.distributed:
-            dist.destroy_process_group()
+        teardown(rt)
 
 
 def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -> list[dict]:
@@ -219,7 +253,7 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
     model = build_training_model(cfg, rt).to(rt.device)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.train.precision == "fp16")
-    start, best, losses_by_sample = 0, -math.inf, {}
+    start, best, losses_by_sample, progress = 0, -math.inf, {}, EpochProgress()
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -227,7 +261,9 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
         start = checkpoint["epoch"]
         best = ckpt.best_so_far(out, start, checkpoint["best_metric"])
         losses_by_sample = {int(k): v for k, v in checkpoint["sample_losses"].items()}
-        log(rt, f"resuming from {resume_path} after epoch {start}")
+        progress = _progress_within_epoch(checkpoint, resume_path, rt)
+        within = f", step {progress.step} of epoch {start + 1}" if progress.step else ""
+        log(rt, f"resuming from {resume_path} after epoch {start}{within}")
     net: nn.Module = DistributedDataParallel(model) if rt.distributed else model
     if cfg.train.compile:
         net = torch.compile(net)
@@ -246,9 +282,13 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
         began = time.time()
         set_lr(optimizer, lr_for_epoch(epoch, cfg))
         mining = cfg.train.hard_mining and epoch % 2 == 1 and losses_by_sample
-        train_loader.sampler.set_epoch(epoch, hardest_half(losses_by_sample) if mining else None)
-        torch.manual_seed(derive_seed(cfg.train.seed, epoch, rt.rank))  # dropout and drop path
-        train_stats, epoch_losses = train_one_epoch(net, train_loader, optimizer, scaler, cfg, rt, epoch, writer)
+        subset = hardest_half(losses_by_sample) if mining else None
+        train_loader.sampler.set_epoch(epoch, subset, start=progress.step * cfg.train.batch_size)
+        save = partial(_save_within_epoch, model, optimizer, scaler, cfg, rt, epoch, best, losses_by_sample)
+        train_stats, epoch_losses = train_one_epoch(
+            net, train_loader, optimizer, scaler, cfg, rt, epoch, writer, progress, save
+        )
+        progress = EpochProgress()
         losses_by_sample = gather_dict(epoch_losses, rt) if cfg.train.hard_mining else {}
         val_stats, shown = validate(net, val_loader, cfg, rt) if val_loader is not None else ({}, {})
         record = {
@@ -256,7 +296,7 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
             "lr": optimizer.param_groups[0]["lr"],
             "train": train_stats,
             "val": val_stats,
-            "samples": len(train_loader.sampler) * rt.world_size,
+            "samples": train_loader.sampler.shard_size() * rt.world_size,
             "time_s": round(time.time() - began, 3),
         }
         if rt.is_main:
@@ -280,6 +320,33 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
     if writer is not None:
         writer.close()
     return records
+
+
+def _save_within_epoch(
+    model, optimizer, scaler, cfg: Config, rt: Runtime, epoch: int, best: float, previous_losses: dict, p: EpochProgress
+) -> None:
+    """``last.pt`` within epoch ``epoch`` (0-based) after ``p.step`` steps: the epochs done, every process's
+    progress in this one, and the previous epoch's sample losses this epoch's hard-sample choice came from. Every
+    process calls it (it gathers); rank 0 writes."""
+    totals, losses = all_gather(p.totals, rt), gather_dict(p.sample_losses, rt)
+    if rt.is_main:
+        state = ckpt.checkpoint_state(model, optimizer, scaler, cfg, epoch, best, previous_losses, None)
+        state.update(step=p.step, epoch_totals=totals, epoch_sample_losses=losses, world_size=rt.world_size)
+        ckpt.save_checkpoint(state, Path(cfg.output_dir) / "last.pt")
+
+
+def _progress_within_epoch(checkpoint: dict, path: Path | None, rt: Runtime) -> EpochProgress:
+    """Where a checkpoint written within an epoch left this process (nothing done for an epoch's end)."""
+    step = checkpoint.get("step", 0)
+    if not step:
+        return EpochProgress()
+    if checkpoint["world_size"] != rt.world_size:
+        raise ConfigError(
+            f"{path} was written within an epoch by {checkpoint['world_size']} process(es); resume it with as many "
+            f"(this run has {rt.world_size}): each process continues its own share of the epoch"
+        )
+    losses = {int(k): v for k, v in checkpoint["epoch_sample_losses"].items()}
+    return EpochProgress(step, dict(checkpoint["epoch_totals"][rt.rank]), losses)
 
 
 def _validation_loader(cfg: Config, rt: Runtime) -> DataLoader | None:

@@ -20,5 +20,5 @@ def sample_losses(output: PDFNetOutput, mask: torch.Tensor, indices: torch.Tenso
 
 def hardest_half(losses: dict[int, float]) -> list[int]:
     """The indices of the half of the samples with the highest loss (at least one)."""
-    ranked = sorted(losses, key=lambda i: losses[i], reverse=True)
+    ranked = sorted(losses, key=lambda i: (-losses[i], i))  # ties by index: the same whatever the dict's order
     return ranked[: max(len(ranked) // 2, 1)]
