@@ -58,6 +58,21 @@ def test_api_raises_one_error_type(bad_checkpoints, kind):
         load_pdfnet(bad_checkpoints[kind])
 
 
+def test_any_damaged_bytes_give_one_error_type(tmp_path, recwarn):
+    # random bytes, alone or behind a pickle or zip header, reach the unpickler's every corner (IndexError,
+    # struct.error, odd protocols); each must end in a CheckpointError naming the file, silently
+    from pdfnet.model.state_dict import read_weights
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "damaged.pth"
+    for i in range(600):
+        body = rng.integers(0, 256, int(rng.choice([1, 2, 8, 64, 512])), dtype=np.uint8).tobytes()
+        path.write_bytes((b"", b"\x80\x02", b"PK\x03\x04")[i % 3] + body)
+        with pytest.raises(CheckpointError, match="damaged.pth"):
+            read_weights(path)
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
 def test_every_command_names_a_bad_checkpoint(bad_checkpoints, tmp_path, tiny_depth_model):
     root = make_toy_dis5k(tmp_path / "data", splits=("DIS-TR", "DIS-VD"), n=1, depths=DEPTH_FOLDERS)
     tiny = ROOT / "configs" / "tiny.yaml"

@@ -301,7 +301,7 @@ def test_cli_bad_locations_fail_before_any_work(tiny_official_checkpoint, tmp_pa
     assert "not a folder" in capsys.readouterr().err
     for bad in (tmp_path / "empty.pth", tmp_path / "random.pth", tmp_path / "missing.pth"):
         if bad.name != "missing.pth":
-            bad.write_bytes(b"" if bad.name == "empty.pth" else os.urandom(512))
+            bad.write_bytes(b"" if bad.name == "empty.pth" else np.random.default_rng(1).bytes(512))
         assert _cli([str(tmp_path / "x.png"), "--out", str(tmp_path / "o")], str(bad)) == 1
         err = capsys.readouterr().err
         assert str(bad) in err and "Traceback" not in err and "weights_only" not in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 
@@ -44,7 +45,9 @@ def read_weights(path: str | os.PathLike) -> Mapping:
     if name.endswith(".safetensors"):
         return _read_safetensors(name)
     try:
-        obj = torch.load(name, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of the odd pickle protocols that damaged bytes declare
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(name, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e) and ("Unsupported" in str(e) or "GLOBAL" in str(e)):
             raise CheckpointError(
@@ -56,6 +59,8 @@ def read_weights(path: str | os.PathLike) -> Mapping:
         if "zip archive" in reason or isinstance(e, EOFError):
             reason = "truncated or not a PyTorch file"
         raise CheckpointError(f"{name} cannot be read as a checkpoint ({reason})") from None
+    except Exception:  # damaged bytes reach the unpickler's every corner (IndexError, struct.error, ...)
+        raise CheckpointError(f"{name} is not a PyTorch checkpoint (cannot unpickle it)") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{name} holds a {type(obj).__name__}, not a checkpoint (a dict of tensors)")
     return obj
