@@ -11,7 +11,7 @@ import sys
 from importlib import import_module
 
 from .commands import COMMANDS
-from .errors import PDFNetError
+from .errors import ConfigError, PDFNetError
 
 
 def _command(name: str):
@@ -44,14 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _command(args.command).run(args)
     except PDFNetError as e:
-        from .distributed import OtherProcessError, is_main_process
+        from .distributed import LaunchError, OtherProcessError, is_main_process
 
-        # under torchrun rank 0 reports an error that the processes agreed on (the others' OtherProcessError)
-        if is_main_process() or not isinstance(e, OtherProcessError):
+        # under torchrun rank 0 reports the errors every process meets alike: one agreed on (the others'
+        # OtherProcessError), a bad launch, a bad config (the same files and flags for all)
+        if is_main_process() or not isinstance(e, OtherProcessError | LaunchError | ConfigError):
             print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; finished outputs are kept and a rerun continues", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl+C, or torchrun stopping the other processes after one failed
+        from .distributed import is_main_process
+
+        if is_main_process():
+            print("interrupted; finished outputs are kept and a rerun continues", file=sys.stderr)
         return 130
 
 

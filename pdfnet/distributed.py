@@ -13,7 +13,9 @@ every process stops rather than waits for the others at the next collective call
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import PDFNetError
+from .errors import InputError, PDFNetError
 from .runtime import resolve_device
 
 T = TypeVar("T")
@@ -31,6 +33,11 @@ T = TypeVar("T")
 
 class OtherProcessError(PDFNetError, RuntimeError):
     """Another process of a ``torchrun`` job stopped on an error (which it reports); this one stops with it."""
+
+
+class LaunchError(InputError):
+    """A launch that no process of a ``torchrun`` job can run with (a device that does not exist, more processes
+    on a node than it has GPUs): every process finds it alike, before the group exists; rank 0 reports it."""
 
 
 @dataclass
@@ -66,16 +73,43 @@ def setup_runtime(device: str | None, timeout: timedelta = timedelta(minutes=30)
 
     Args:
         timeout: how long a collective call waits for the slowest process.
+
+    Raises:
+        LaunchError: ``device`` does not exist here, or this node runs more processes than it has GPUs.
     """
     if not launched_by_torchrun():
         return Runtime(resolve_device(device))
-    cuda = torch.cuda.is_available() and device != "cpu"
+    try:
+        asked = resolve_device(device) if device is not None else None
+    except InputError as e:
+        raise LaunchError(str(e)) from None
+    cuda = torch.cuda.is_available() and (asked is None or asked.type == "cuda")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda and local_rank >= torch.cuda.device_count():
+        per_node = os.environ.get("LOCAL_WORLD_SIZE", "?")
+        raise LaunchError(
+            f"{per_node} processes on this node but {torch.cuda.device_count()} GPU(s): one process per GPU "
+            f"(--nproc_per_node {torch.cuda.device_count()}), or --device cpu"
+        )
     if not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
+        _stop_on_sigterm()
     return Runtime(torch.device(f"cuda:{local_rank}" if cuda else "cpu"), rank, dist.get_world_size())
+
+
+def _stop_on_sigterm() -> None:
+    """torchrun stops the other processes with SIGTERM when one fails; make it unwind like Ctrl+C, so that
+    temporary files are removed and rank 0's folder lock is released (Python's default ends without cleanup)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave the default
+        pass
 
 
 def teardown(rt: Runtime) -> None:
@@ -120,31 +154,44 @@ def broadcast(value: T, rt: Runtime) -> T:
 def all_ranks(fn: Callable[[], T], rt: Runtime) -> list[T]:
     """Run ``fn`` on every process and return every process's result, in rank order, on every process.
 
-    If ``fn`` raises a PDFNetError on some process, every process raises: rank 0 its own error, or an
-    OtherProcessError with the first failed process's message; the others an OtherProcessError (which the
-    ``pdfnet`` command does not print: rank 0 reports once). Every process calls this the same number of times
-    (it is a collective call).
+    If ``fn`` raises on some process, every process raises: rank 0 its own error, or an OtherProcessError with
+    the first failed process's message; the others an OtherProcessError (which the ``pdfnet`` command does not
+    print: rank 0 reports once). A process whose error is not a PDFNetError (a bug, a full disk) prints its
+    traceback first. Every process calls this the same number of times (it is a collective call).
     """
+    return _agree(fn, rt, gather=True)
+
+
+def everywhere(fn: Callable[[], T], rt: Runtime) -> T:
+    """``fn()`` on every process, each keeping its own result (nothing is sent), stopping all together if it
+    raises on any, as :func:`all_ranks`."""
+    return _agree(fn, rt, gather=False)
+
+
+def _agree(fn: Callable[[], T], rt: Runtime, gather: bool) -> Any:
     try:
         result, error = fn(), None
-    except PDFNetError as e:
+    except Exception as e:
         result, error = None, e
     if not rt.distributed:
         if error is not None:
             raise error
-        return [result]
-    parts = all_gather((result, None if error is None else str(error)), rt)
-    failed = [(rank, message) for rank, (_, message) in enumerate(parts) if message is not None]
+        return [result] if gather else result
+    if error is not None and not rt.is_main and not isinstance(error, PDFNetError):
+        traceback.print_exception(error)  # a bug: its traceback, from the process that met it (rank 0 raises it)
+    message = None if error is None else (str(error) if isinstance(error, PDFNetError) else repr(error))
+    parts = all_gather((result if gather else None, message), rt)
+    failed = [(rank, m) for rank, (_, m) in enumerate(parts) if m is not None]
     if rt.is_main and error is not None:
         raise error
     if failed:
         rank, message = failed[0]
         raise OtherProcessError(f"process {rank} of {rt.world_size} stopped: {message}") from error
-    return [value for value, _ in parts]
+    return [value for value, _ in parts] if gather else result
 
 
 def on_main(fn: Callable[[], T], rt: Runtime) -> T:
-    """``fn()`` run by rank 0 only, its result (or its PDFNetError) shared with every process."""
+    """``fn()`` run by rank 0 only, its result (or its error) shared with every process."""
     return all_ranks(fn if rt.is_main else (lambda: None), rt)[0]
 
 

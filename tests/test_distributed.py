@@ -3,6 +3,7 @@ once; training resumes within an epoch to the weights of an uninterrupted run.""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from conftest import DEPTH_FOLDERS, make_toy_dis5k
 from PIL import Image
 
 from pdfnet.config import ConfigError, load_config
-from pdfnet.distributed import Runtime, all_ranks, on_main, shard
+from pdfnet.data.dataset import EpochSampler
+from pdfnet.distributed import Runtime, all_ranks, everywhere, on_main, shard
 from pdfnet.errors import CheckpointError
 from pdfnet.training.engine import train
 
@@ -59,6 +61,29 @@ def test_one_process_helpers_are_plain_calls():
 
     with pytest.raises(CheckpointError, match="bad.pth"):
         all_ranks(fails, rt)
+    with pytest.raises(CheckpointError, match="bad.pth"):
+        everywhere(fails, rt)
+    assert everywhere(lambda: [1, 2], rt) == [1, 2]
+
+
+def test_every_process_gets_training_samples():
+    # fewer samples than processes (a small set, or half of it on a mining epoch): padding wraps around as often
+    # as needed, so that no process skips DDP's gradient exchange and leaves the others waiting
+    for size, world in [(1, 4), (3, 8), (5, 2), (7, 3), (8, 4)]:
+        shards = [list(EpochSampler(size, world_size=world, rank=r)) for r in range(world)]
+        assert len({len(s) for s in shards}) == 1 and len(shards[0]) >= 1
+        assert {i for s in shards for _, i in s} == set(range(size))
+
+
+def one_error_line(result: subprocess.CompletedProcess, *names: str) -> None:
+    """Every process stopped, rank 0 said why in one line, and none printed a traceback of ours."""
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1, result.stderr
+    # torchrun prints its own traceback (ChildFailedError) when a process fails; none may run through our code
+    assert not re.search(rf'File "{re.escape(str(ROOT))}/(pdfnet/|[^/"]+\.py")', result.stderr), result.stderr
+    for name in names:
+        assert name in ours[0], ours[0]
 
 
 # ------------------------------------------------------------------------------------ jobs under torchrun
@@ -88,6 +113,38 @@ def test_predict_under_torchrun(tmp_path, tiny_official_checkpoint):
         *common[:4], "--weights", str(tmp_path / "none.pth"), *common[6:], "--out", str(tmp_path / "x"), processes=2
     )
     assert bad.returncode != 0 and bad.stderr.count("error: no checkpoint at") == 1
+    one_error_line(run(*common[:-6], "--device", "bogus", "--out", str(tmp_path / "x"), processes=2), "bogus")
+
+
+def test_a_process_that_dies_leaves_no_lock_and_no_partial_file(tmp_path, tiny_official_checkpoint):
+    # process 1 dies (out of memory, say) while process 0 is inside an atomic write: torchrun stops process 0
+    # with SIGTERM, which must unwind it, removing the temporary file and releasing the folder's lock
+    images, depths = tmp_path / "in", tmp_path / "depth"
+    images.mkdir(), depths.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((32, 48, 3), 40 * i, dtype=np.uint8)).save(images / f"p{i}.png")
+        Image.fromarray(np.full((32, 48), 60 * i, dtype=np.uint8)).save(depths / f"p{i}.png")
+    dying = tmp_path / "dying.py"
+    dying.write_text(
+        "import os, sys, time\n"
+        "import pdfnet.commands.predict as predict\n"
+        "from pdfnet.cli import main\n"
+        "from pdfnet.io import atomic_path\n"
+        "def write(path, *args, **kwargs):\n"
+        "    if os.environ['RANK'] == '1':\n"
+        "        time.sleep(2)\n"
+        "        os._exit(3)\n"
+        "    with atomic_path(path) as tmp:\n"
+        "        tmp.write_bytes(b'partial')\n"
+        "        time.sleep(60)\n"
+        "predict.write_image_atomic = write\n"
+        "sys.exit(main(['predict', *sys.argv[1:]]))\n"
+    )
+    out = tmp_path / "out"
+    args = [str(images), "--weights", tiny_official_checkpoint, "--depth", str(depths), "--input-size", "256"]
+    result = run(str(dying), *args, "--device", "cpu", "--out", str(out), processes=2)
+    assert result.returncode != 0
+    assert out.is_dir() and list(out.iterdir()) == [], list(out.iterdir())
 
 
 def test_depth_and_test_under_torchrun(tmp_path, tiny_official_checkpoint, tiny_depth_model):
@@ -113,6 +170,23 @@ def test_depth_and_test_under_torchrun(tmp_path, tiny_official_checkpoint, tiny_
     assert list(a) == list(b) == splits
     assert all(abs(a[s][k] - b[s][k]) <= 1e-4 for s in splits for k in a[s])
     assert two.stdout.count("| DIS-TE1 |") == 1  # one table, from rank 0
+    # a mask that cannot be read is found by rank 0 while scoring: every process stops with it
+    mask = sorted((root / "DIS-TE2" / "masks").iterdir())[0]
+    mask.write_bytes(b"not a png")
+    broken = run(*test, "--out", str(tmp_path / "three"), processes=2)
+    one_error_line(broken, mask.name)
+    assert "<NO_OTHER_FAILURES>" not in broken.stderr  # torchrun saw both processes fail
+
+
+def test_training_mistakes_under_torchrun_stop_every_process_in_one_line(toy, tmp_path):
+    common = ["train.py", "--config", str(TINY), f"data.root={toy}", "train.validate=false"]
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "metrics.jsonl").write_text("")
+    result = run(*common, f"output_dir={used}", processes=2)
+    one_error_line(result, "already holds a run")
+    assert "<NO_OTHER_FAILURES>" not in result.stderr
+    one_error_line(run(*common, f"output_dir={tmp_path / 'b'}", "data.input_size=100", processes=2), "data.input_size")
 
 
 # ------------------------------------------------------------------------------- resuming within an epoch

@@ -263,7 +263,9 @@ class EpochSampler(Sampler):
             keep = set(self.subset)
             order = [i for i in order if i in keep]
         if self.pad and order and len(order) % self.world_size:
-            order += order[: self.world_size - len(order) % self.world_size]
+            # wrap around as often as needed: with fewer samples than processes every process still gets one
+            need = self.world_size - len(order) % self.world_size
+            order += [order[i % len(order)] for i in range(need)]
         return order
 
     def _shard(self) -> list[int]:

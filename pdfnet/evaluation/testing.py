@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.layout import dataset_of, find_by_stem, find_split
@@ -29,21 +29,32 @@ TABLE_KEYS = ("maxFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "HCE")
 TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
 
-class _SplitImages(Dataset):
-    """(stem, image (H, W, 3) uint8, depth map (h, w) uint8) of each image of a split, read in loader workers."""
+def _split_files(root: str | os.PathLike, spec: str, depth_folder: str) -> list[tuple[Path, Path]]:
+    """(image, depth map) of every image of a split.
 
-    def __init__(self, root: str | os.PathLike, spec: str, depth_folder: str) -> None:
-        split = find_split(root, spec)
-        self.images = split.image_files()
-        depth_dir = split.depth_dir(depth_folder)
-        self.depths = [find_by_stem(depth_dir, p.stem) for p in self.images]
-        missing = [p.name for p, d in zip(self.images, self.depths) if d is None]
-        if missing:
-            raise DatasetError(
-                f"{len(missing)} image(s) of {spec} have no depth map in {depth_dir} (e.g. {missing[0]}); make them "
-                f"with: python depth_prep/prepare_depth.py --data-root {root} --splits {spec} --model large "
-                f"--out-name {depth_folder}"
-            )
+    Raises:
+        DatasetError: an image has no depth map; the message names the command that makes them.
+    """
+    split = find_split(root, spec)
+    images = split.image_files()
+    depth_dir = split.depth_dir(depth_folder)
+    depths = [find_by_stem(depth_dir, p.stem) for p in images]
+    missing = [p.name for p, d in zip(images, depths) if d is None]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} image(s) of {spec} have no depth map in {depth_dir} (e.g. {missing[0]}); make them "
+            f"with: python depth_prep/prepare_depth.py --data-root {root} --splits {spec} --model large "
+            f"--out-name {depth_folder}"
+        )
+    return list(zip(images, depths))
+
+
+class _SplitImages(Dataset):
+    """(stem, image (H, W, 3) uint8, depth map (h, w) uint8) of each (image, depth map) pair, read in loader
+    workers."""
+
+    def __init__(self, files: list[tuple[Path, Path]]) -> None:
+        self.images, self.depths = [i for i, _ in files], [d for _, d in files]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -65,13 +76,14 @@ def predict_split(
     depth_folder: str = "depth_large",
     num_workers: int = 2,
     rt: Runtime | None = None,
+    files: list[tuple[Path, Path]] | None = None,
 ) -> int:
     """Write the 8-bit prediction of every image of ``split`` into ``out_dir`` as ``<stem>.png``; returns how
     many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem). Under ``torchrun``
-    (``rt``), this process's share of the images only."""
-    dataset = _SplitImages(data_root, split, depth_folder)
-    indices = shard(range(len(dataset)), rt) if rt is not None else range(len(dataset))
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=_columns)
+    (``rt``), this process's share of ``files`` (the split's (image, depth map) pairs as rank 0 listed them)."""
+    files = files if files is not None else _split_files(data_root, split, depth_folder)
+    mine = shard(files, rt) if rt is not None else files
+    loader = DataLoader(_SplitImages(mine), batch_size=batch_size, num_workers=num_workers, collate_fn=_columns)
     show = rt is None or rt.is_main
     written = 0
     for names, images, depths in tqdm(loader, desc=f"predict {split}", unit="batch", disable=not show):
@@ -111,8 +123,8 @@ def run_test(
     DIS-TE1..4 were scored).
 
     Under ``torchrun`` (``rt`` from :func:`pdfnet.distributed.setup_runtime`) every process predicts its share of
-    each split; once all predictions exist, rank 0 scores them, writes the results and returns them (the other
-    processes return an empty dict): what one process computes.
+    each split; once all predictions exist, rank 0 scores them and writes the results, and every process returns
+    them: what one process computes.
 
     Raises:
         CheckpointError, DatasetError, OutputError, EvaluationError: naming the file or folder at fault, before
@@ -121,19 +133,19 @@ def run_test(
     o = options or TestOptions()
     rt = rt or Runtime(resolve_device(o.device))
 
-    def check() -> tuple[Path, dict]:
-        folder, found = check_writable_folder(out), {}
+    def check() -> tuple[Path, dict, dict]:
+        folder, found, files = check_writable_folder(out), {}, {}
         for spec in splits:  # every split's images, masks and depth maps exist before the long work starts
             split = find_split(data_root, spec)
             if split.name in found:
                 raise DatasetError(
                     f"two splits named {split.name} ({found[split.name].spec}, {spec}): their results would mix"
                 )
-            _SplitImages(data_root, spec, o.depth_folder)
+            files[split.name] = _split_files(data_root, spec, o.depth_folder)
             found[split.name] = split
-        return folder, found
+        return folder, found, files
 
-    out, found = on_main(check, rt)
+    out, found, files = on_main(check, rt)  # rank 0's view of the files, for every process
 
     def predict_all() -> str:
         model = load_pdfnet(checkpoint, variant=o.variant)
@@ -141,15 +153,20 @@ def run_test(
         for name, split in found.items():
             pred_dir = out / "preds" / name
             predict_split(
-                predictor, data_root, split.spec, pred_dir, o.batch_size, o.depth_folder, o.loader_workers, rt
+                predictor,
+                data_root,
+                split.spec,
+                pred_dir,
+                o.batch_size,
+                o.depth_folder,
+                o.loader_workers,
+                rt,
+                files[name],
             )
         return model.variant
 
-    results: dict[str, dict] = {}
-    with held_by_main(FolderLock(out, "test"), rt):
-        variant = all_ranks(predict_all, rt)[0]  # every prediction exists from here on
-        if not rt.is_main:
-            return results
+    def score_all() -> dict[str, dict]:
+        results: dict[str, dict] = {}
         for name, split in found.items():
             pred_dir = out / "preds" / name
             summary, scores = evaluate_predictions(pred_dir, split.masks, o.workers, o.cache_dir, desc=f"score {name}")
@@ -162,7 +179,13 @@ def run_test(
         write_text_atomic(out / "metrics.json", json.dumps(results, indent=2) + "\n")
         table = markdown_table(results, checkpoint=str(checkpoint), tta=o.tta, variant=variant)
         write_text_atomic(out / "results.md", table)
-    print(table)
+        print(table)
+        return results
+
+    with held_by_main(FolderLock(out, "test"), rt):
+        variant = all_ranks(predict_all, rt)[0]  # every prediction exists from here on
+        # rank 0 scores; the others wait, so that all end alike (exit status included)
+        results = on_main(score_all, rt)
     return results
 
 

@@ -174,7 +174,10 @@ def _session(path: str | os.PathLike, providers: list[str] | None):
     if not os.path.isfile(name):
         raise CheckpointError(f"no ONNX graph at {name}")
     available = ort.get_available_providers()
-    chosen = [p for p in (providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]) if p in available]
+    # under torchrun each process takes GPU LOCAL_RANK, as the PyTorch path does (pdfnet.distributed)
+    cuda = ("CUDAExecutionProvider", {"device_id": int(os.environ.get("LOCAL_RANK", "0"))})
+    wanted = providers or [cuda, "CPUExecutionProvider"]
+    chosen = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available]
     try:
         return ort.InferenceSession(name, providers=chosen or ["CPUExecutionProvider"])
     except Exception as e:  # ONNX Runtime raises its own types for a damaged or foreign file

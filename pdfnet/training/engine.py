@@ -17,7 +17,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -28,7 +27,19 @@ from ..config import HARMLESS_ON_RESUME, Config, config_changes, config_from_dic
 from ..data.dataset import EpochSampler, SegmentationDataset, collate, derive_seed
 from ..data.layout import SplitNotFoundError, find_split
 from ..data.processing import denormalize_image
-from ..distributed import Runtime, all_gather, any_process, gather_dict, held_by_main, log, setup_runtime, teardown
+from ..distributed import (
+    OtherProcessError,
+    Runtime,
+    all_gather,
+    any_process,
+    everywhere,
+    gather_dict,
+    held_by_main,
+    log,
+    on_main,
+    setup_runtime,
+    teardown,
+)
 from ..errors import ConfigError, PDFNetError
 from ..io import FolderLock
 from ..model.backbone import load_swin_weights
@@ -194,12 +205,16 @@ def train_one_epoch(
 
 
 def check_finite(loss: torch.Tensor, rt: Runtime, epoch: int, step: int, names: list[str], output_dir: str) -> None:
-    """Stop every process together when any one's loss is not finite."""
-    if any_process(not bool(torch.isfinite(loss)), rt, loss.device):
-        raise NonFiniteLossError(
-            f"the loss is not finite at epoch {epoch + 1}, step {step + 1} (samples {', '.join(names)} on rank "
-            f"{rt.rank}); stopping. The last good checkpoint is {Path(output_dir) / 'last.pt'}"
+    """Stop every process together when any one's loss is not finite, naming the samples of every process whose
+    loss it was (rank 0 reports)."""
+    bad = not bool(torch.isfinite(loss))
+    if any_process(bad, rt, loss.device):
+        culprits = [n for part in all_gather(names if bad else [], rt) for n in part]
+        message = (
+            f"the loss is not finite at epoch {epoch + 1}, step {step + 1} (samples {', '.join(culprits)}); "
+            f"stopping. The last good checkpoint is {Path(output_dir) / 'last.pt'}"
         )
+        raise NonFiniteLossError(message) if rt.is_main else OtherProcessError(message)
 
 
 @torch.no_grad()
@@ -236,7 +251,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> list[dict]:
     rt = setup_runtime(cfg.train.device)
     try:
         out = Path(cfg.output_dir)
-        path = ckpt.resolve_resume(str(resume) if resume is not None else None, out)
+        path = everywhere(lambda: ckpt.resolve_resume(str(resume) if resume is not None else None, out), rt)
         with held_by_main(FolderLock(out, "training"), rt):
             return _train(cfg, rt, path, fresh_ok=resume == "auto")
     finally:
@@ -245,15 +260,34 @@ def train(cfg: Config, resume: str | Path | None = None) -> list[dict]:
 
 def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -> list[dict]:
     out = Path(cfg.output_dir)
-    checkpoint = ckpt.read_training_checkpoint(resume_path) if resume_path else None
-    if rt.is_main:
+
+    # every mistake that can be found before training is found here, by every process together (everywhere,
+    # on_main), so that all stop at once and rank 0 reports it once
+    def read_checkpoint() -> tuple[dict | None, EpochProgress]:
+        checkpoint = ckpt.read_training_checkpoint(resume_path) if resume_path else None
+        if checkpoint is None:
+            return None, EpochProgress()
+        if checkpoint["epoch"] >= cfg.train.epochs:
+            raise ConfigError(
+                f"{resume_path} has finished {checkpoint['epoch']} epoch(s) and train.epochs is {cfg.train.epochs}: "
+                "nothing to do; set train.epochs higher to train on"
+            )
+        return checkpoint, _progress_within_epoch(checkpoint, resume_path, rt)
+
+    def prepare_folder() -> None:
         if checkpoint is None and not fresh_ok:
             ckpt.check_fresh(out)
         ckpt.write_config(cfg, out)
-    model = build_training_model(cfg, rt).to(rt.device)
+
+    checkpoint, progress = everywhere(read_checkpoint, rt)
+    on_main(prepare_folder, rt)
+    model = everywhere(lambda: build_training_model(cfg, rt).to(rt.device), rt)
+    train_loader = everywhere(lambda: build_loader(cfg, rt, cfg.data.train_sets, train=True), rt)
+    val_loader = everywhere(lambda: _validation_loader(cfg, rt), rt)
+
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.train.precision == "fp16")
-    start, best, losses_by_sample, progress = 0, -math.inf, {}, EpochProgress()
+    start, best, losses_by_sample = 0, -math.inf, {}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -261,23 +295,15 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
         start = checkpoint["epoch"]
         best = ckpt.best_so_far(out, start, checkpoint["best_metric"])
         losses_by_sample = {int(k): v for k, v in checkpoint["sample_losses"].items()}
-        progress = _progress_within_epoch(checkpoint, resume_path, rt)
         within = f", step {progress.step} of epoch {start + 1}" if progress.step else ""
         log(rt, f"resuming from {resume_path} after epoch {start}{within}")
     net: nn.Module = DistributedDataParallel(model) if rt.distributed else model
     if cfg.train.compile:
         net = torch.compile(net)
 
-    train_loader = build_loader(cfg, rt, cfg.data.train_sets, train=True)
-    val_loader = _validation_loader(cfg, rt)
     writer = SummaryWriter(str(out / "tensorboard")) if rt.is_main else None
     history = ckpt.records_up_to(out / "metrics.jsonl", start) if rt.is_main else []  # epochs before start
     records = []
-    if start >= cfg.train.epochs:
-        raise ConfigError(
-            f"{resume_path} has finished {start} epoch(s) and train.epochs is {cfg.train.epochs}: nothing to do; "
-            "set train.epochs higher to train on"
-        )
     for epoch in range(start, cfg.train.epochs):
         began = time.time()
         set_lr(optimizer, lr_for_epoch(epoch, cfg))
@@ -299,27 +325,47 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
             "samples": train_loader.sampler.shard_size() * rt.world_size,
             "time_s": round(time.time() - began, 3),
         }
-        if rt.is_main:
-            # model selection: validation max F when there is validation (ties count, as the original's >=),
-            # else the training loss
-            score = val_stats["maxFm"] if val_stats else -train_stats["total"]
-            improved = score >= best
-            best = max(best, score)
-            state = ckpt.checkpoint_state(model, optimizer, scaler, cfg, epoch + 1, best, losses_by_sample, record)
-            history.append(record)
-            # the order that keeps the three consistent through a kill (see checkpointing)
-            ckpt.write_metrics(out / "metrics.jsonl", history)
-            if improved:
-                ckpt.save_checkpoint(state, out / "best.pt")
-            ckpt.save_checkpoint(state, out / "last.pt")
-            _log_epoch(writer, record, shown)
-            log(rt, f"epoch {epoch + 1}: " + json.dumps({k: record[k] for k in ("train", "val", "time_s")}))
+
+        # rank 0 writes; the others wait, and stop with it if it cannot
+        args = (model, optimizer, scaler, cfg, rt, epoch, record, shown, writer, history, best, losses_by_sample)
+        best = on_main(partial(_write_epoch, *args), rt)
         records.append(record)
-        if rt.distributed:
-            dist.barrier()
     if writer is not None:
         writer.close()
     return records
+
+
+def _write_epoch(
+    model,
+    optimizer,
+    scaler,
+    cfg: Config,
+    rt: Runtime,
+    epoch: int,
+    record: dict,
+    shown: dict,
+    writer,
+    history: list,
+    best: float,
+    losses_by_sample: dict,
+) -> float:
+    """Rank 0's end of epoch ``epoch`` (0-based): metrics line, ``best.pt`` when improved, ``last.pt``; returns the
+    best score so far."""
+    out = Path(cfg.output_dir)
+    # model selection: validation max F when there is validation (ties count, as the original's >=), else the
+    # training loss
+    score = record["val"]["maxFm"] if record["val"] else -record["train"]["total"]
+    improved, best = score >= best, max(best, score)
+    state = ckpt.checkpoint_state(model, optimizer, scaler, cfg, epoch + 1, best, losses_by_sample, record)
+    history.append(record)
+    # the order that keeps the three consistent through a kill (see checkpointing)
+    ckpt.write_metrics(out / "metrics.jsonl", history)
+    if improved:
+        ckpt.save_checkpoint(state, out / "best.pt")
+    ckpt.save_checkpoint(state, out / "last.pt")
+    _log_epoch(writer, record, shown)
+    log(rt, f"epoch {epoch + 1}: " + json.dumps({k: record[k] for k in ("train", "val", "time_s")}))
+    return best
 
 
 def _save_within_epoch(
@@ -329,10 +375,13 @@ def _save_within_epoch(
     progress in this one, and the previous epoch's sample losses this epoch's hard-sample choice came from. Every
     process calls it (it gathers); rank 0 writes."""
     totals, losses = all_gather(p.totals, rt), gather_dict(p.sample_losses, rt)
-    if rt.is_main:
+
+    def write() -> None:
         state = ckpt.checkpoint_state(model, optimizer, scaler, cfg, epoch, best, previous_losses, None)
         state.update(step=p.step, epoch_totals=totals, epoch_sample_losses=losses, world_size=rt.world_size)
         ckpt.save_checkpoint(state, Path(cfg.output_dir) / "last.pt")
+
+    on_main(write, rt)
 
 
 def _progress_within_epoch(checkpoint: dict, path: Path | None, rt: Runtime) -> EpochProgress:
