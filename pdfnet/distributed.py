@@ -85,8 +85,9 @@ def setup_runtime(device: str | None, timeout: timedelta = timedelta(minutes=30)
         raise LaunchError(str(e)) from None
     cuda = torch.cuda.is_available() and (asked is None or asked.type == "cuda")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda and local_rank >= torch.cuda.device_count():
-        per_node = os.environ.get("LOCAL_WORLD_SIZE", "?")
+    # every process of the node checks the node's count (not only those without a GPU), so rank 0 reports it
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+    if cuda and per_node > torch.cuda.device_count():
         raise LaunchError(
             f"{per_node} processes on this node but {torch.cuda.device_count()} GPU(s): one process per GPU "
             f"(--nproc_per_node {torch.cuda.device_count()}), or --device cpu"

@@ -75,6 +75,23 @@ def test_every_process_gets_training_samples():
         assert {i for s in shards for _, i in s} == set(range(size))
 
 
+def test_more_processes_than_gpus_is_found_by_every_process(monkeypatch):
+    # each process of the node finds it (rank 0 too, which has a GPU), before any joins the group, so that rank 0
+    # reports it in one line instead of waiting for the others
+    from pdfnet.distributed import LaunchError, setup_runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for rank in ("0", "1"):
+        env = {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": "2"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(LaunchError, match="2 processes on this node but 1 GPU"):
+            setup_runtime(None)
+    with pytest.raises(LaunchError, match="not a device: 'bogus'"):
+        setup_runtime("bogus")
+
+
 def one_error_line(result: subprocess.CompletedProcess, *names: str) -> None:
     """Every process stopped, rank 0 said why in one line, and none printed a traceback of ours."""
     assert result.returncode != 0
