@@ -192,3 +192,27 @@ def test_normalize_depth():
     out = normalize_depth(depth)
     assert out[0].min() == 0 and out[0].max() == 1
     assert torch.equal(out[1], torch.zeros(1, 4, 4))  # constant maps do not divide by zero
+
+
+def test_conv_norm_act_under_autocast_is_the_plain_computation():
+    # under autocast the norm stays the original's (float32 statistics and scale, a float32 result): the in-place
+    # norm, which rounds to bfloat16 at each step, once tripled the bf16 error of the whole network
+    from pdfnet.model.fastpath import fastpath
+    from pdfnet.model.layers import ConvNormAct
+
+    torch.manual_seed(0)
+    layer = ConvNormAct(8, 16).eval()
+    layer.norm.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with fastpath(True):
+            fast = layer(x)
+        with fastpath(False):
+            plain = layer(x)
+    assert fast.dtype == plain.dtype == torch.float32 and torch.equal(fast, plain)
+    with torch.no_grad():  # float32: the in-place norm, equal up to rounding
+        with fastpath(True):
+            fast = layer(x)
+        with fastpath(False):
+            plain = layer(x)
+    assert (fast - plain).abs().max() < 1e-5

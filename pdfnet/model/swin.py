@@ -173,9 +173,10 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     fallback's float32 products alone took 12% of a compiled forward).
     """
     if fastpath_enabled() and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        attn = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias
-        return torch.matmul(attn.float().softmax(dim=-1).to(v.dtype), v)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        # the low-precision logits plus the float32 bias are float32, as in the original under autocast
+        attn = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias.float()
+        return torch.matmul(attn.softmax(dim=-1).to(v.dtype), v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
 
 
 def stage_layout(B: int, H: int, W: int, window: int, shift: int, device: torch.device) -> Layout:
@@ -244,10 +245,10 @@ class WindowAttention(nn.Module):
             windows[layout.pad] = self.padding_qkv(qkv)
         N = self.window**2
         q, k, v = windows.view(-1, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.position_bias().to(q.dtype)  # (heads, N, N)
+        bias = self.position_bias()  # (heads, N, N), float32 (window_attention rounds it where it must)
         outs = []
         for (first, end), mask in zip(layout.groups, layout.masks):
-            group_bias = (bias if mask is None else bias + mask.to(q.dtype))[None]  # broadcast over the group
+            group_bias = (bias if mask is None else bias + mask)[None]  # broadcast over the group
             rows = slice(first, end)
             out = window_attention(q[rows], k[rows], v[rows], group_bias)
             outs.append(out.transpose(1, 2))  # (rows, N, heads, head_dim)
@@ -273,7 +274,7 @@ class WindowAttention(nn.Module):
             k = torch.cat([k, pad_k.expand(B, -1, -1, -1)], dim=2)
             v = torch.cat([v, pad_v.expand(B, -1, -1, -1)], dim=2)
             attn_bias = torch.cat([attn_bias, bias[:, :, layout.pad].float().logsumexp(-1, keepdim=True)], dim=-1)
-        out = window_attention(q, k, v, attn_bias.to(q.dtype)[None])
+        out = window_attention(q, k, v, attn_bias[None])
         return out.transpose(1, 2).reshape(B, L, C)
 
 
