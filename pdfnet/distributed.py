@@ -6,8 +6,9 @@ on CPUs) and takes its share: training splits batches (DistributedDataParallel),
 one process. Rank 0 holds the output folder's lock, prints the summary and scores. In one process every helper
 here is a no-op.
 
-Errors: a user's mistake found on one process (``PDFNetError``) is agreed on by all (``all_ranks``), so that
-every process stops rather than waits for the others at the next collective call; rank 0 reports it, once.
+Errors: an error met by one process is agreed on by all (``all_ranks``, ``everywhere``, ``on_main``), so that
+every process stops rather than waits for the others at the next collective call; rank 0 reports a user's
+mistake (``PDFNetError``) once, and a process that meets a bug prints its traceback.
 """
 
 from __future__ import annotations
@@ -141,15 +142,6 @@ def all_gather(value: Any, rt: Runtime) -> list[Any]:
     parts: list[Any] = [None] * rt.world_size
     dist.all_gather_object(parts, value)
     return parts
-
-
-def broadcast(value: T, rt: Runtime) -> T:
-    """Rank 0's ``value`` on every process (so that all work from one view of the file system)."""
-    if not rt.distributed:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def all_ranks(fn: Callable[[], T], rt: Runtime) -> list[T]:
