@@ -173,3 +173,23 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_cpu_bf16_depth_runs_the_blocked_attention(tiny_depth_model, monkeypatch):
+    """In the CPU's bf16 mode the backbone's attention goes through the blocked fast path, and the depth stays
+    as close to float32 as transformers' own bf16 attention leaves it."""
+    from pdfnet.data import depth as depth_module
+    from pdfnet.model import fastpath
+
+    monkeypatch.setattr(fastpath, "_bf16_products_fast", lambda: True)  # whatever this CPU's vendor
+    calls = []
+    monkeypatch.setattr(depth_module, "attention", lambda *a: calls.append(1) or fastpath.attention(*a))
+    image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    full = DepthEstimator(tiny_depth_model, precision="fp32").estimate(image)
+    low = DepthEstimator(tiny_depth_model, precision="bf16")
+    assert low.model.backbone.config._attn_implementation == depth_module.BLOCKED_ATTENTION
+    blocked = low.estimate(image)
+    assert len(calls) == 2  # one per layer of the tiny backbone
+    low.model.backbone.set_attn_implementation("sdpa")
+    stock = low.estimate(image)
+    assert np.abs(blocked - full).mean() < 2 * np.abs(stock - full).mean() + 1e-3

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pdfnet import PDFNetOutput, build_pdfnet
+from pdfnet.model import network
 from pdfnet.model.fusion import boundary_kernel, boundary_maps, patch_weights
 from pdfnet.model.layers import resize, space_to_depth
 from pdfnet.model.network import PDFNetDecoder, normalize_depth
@@ -84,8 +85,10 @@ def test_traces_as_one_graph(tiny_config):
         torch.testing.assert_close(compiled(image, depth).logits[0], model(image, depth).logits[0])
 
 
+@pytest.mark.parametrize("strided", [True, False])  # the CPU's 12x12 convolution, the GPU's over 4x4 blocks
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_folded_shallow_branch_matches_its_two_layers(channels_last):
+def test_folded_shallow_branch_matches_its_two_layers(channels_last, strided, monkeypatch):
+    monkeypatch.setattr(network, "strided_shallow_conv", lambda device: strided)
     # the decoder folds the 4x4 stride-4 embedding into the 3x3 refinement; biases made non-zero so the
     # border correction of the embedding's bias is exercised
     torch.manual_seed(0)

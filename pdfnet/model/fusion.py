@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import check_variant
+from .fastpath import attention
 from .layers import ConvNormAct, RMSNorm, SwiGLU, resize_like
 from .patch import expand_cells, patch_means
 
@@ -50,7 +51,7 @@ class CoA(nn.Module):
         q = F.linear(query, wq).unsqueeze(1)
         k = F.linear(context, wk).unsqueeze(1)
         v = F.linear(context, wv).unsqueeze(1)
-        attn = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        attn = attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         x = query + self._branch(self.out_proj(attn.squeeze(1)), self.norm1)
         return x + self._branch(self.ffn(x), self.norm2)
 
