@@ -1,4 +1,5 @@
-"""Process-level memory settings for the command-line entry points."""
+"""Process-level memory settings: the command-line tools for many images (test, train, depth) keep freed
+memory for reuse, and loading a Predictor hands its float32 copies back."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def keep_freed_memory() -> bool:
     faulted in again. When this was added, that cost a CPU about a third of the time (a 1024x1024 forward on 2
     cores: 40 s without, 29 s with, measured with scripts/benchmark.py); the network allocates less now and
     gains less. Buffers over glibc's 32 MiB mapping limit are still mapped fresh. Called by the command-line
-    tools, never on import.
+    tools other than ``predict`` and ``serve`` (which favour memory), never on import.
     Returns whether the settings took effect (False off glibc).
     """
     if not sys.platform.startswith("linux"):
@@ -26,5 +27,17 @@ def keep_freed_memory() -> bool:
         ok &= libc.mallopt(_M_TRIM_THRESHOLD, 1 << 34)
         ok &= libc.mallopt(_M_TOP_PAD, 1 << 28)
         return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory freed so far back to the OS (glibc's ``malloc_trim``), e.g. a checkpoint's float32
+    weights once converted, which :func:`keep_freed_memory` would otherwise hold for the whole run. Returns
+    whether anything was released (False off glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
     except (OSError, AttributeError):
         return False
