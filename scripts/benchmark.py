@@ -6,12 +6,16 @@
 
     python scripts/benchmark.py --device cpu --precisions fp32 bf16 --no-train   # CPU fp32 against CPU bf16
     python scripts/benchmark.py --device cpu --no-depth --no-train --onnx exported/pdfnet.onnx  # + ONNX Runtime
+    python scripts/benchmark.py --device cpu --precisions fp32 bf16 --alternate random --repeats 4  # Predictor
 
 Warm-up runs, synchronised timing, the median of several runs; prints a table and the device and versions,
 and writes JSON with --json. Weights are random (speed does not depend on them); the depth model is
 Depth-Anything-V2-Large's architecture, randomly initialised, run at its 518-pixel input. On a CPU, bf16 is the
 Predictor's CPU mode (weights and activations in bfloat16, no autocast), every row runs in a fresh process and
-reports that process's peak resident memory.
+reports that process's peak resident memory. ``--alternate W`` times instead
+``Predictor.from_checkpoint(W, depth_model=None, precision=P).predict(photo, depth)`` on the bundled photo at
+``--size``, the precisions in turn in one process (``random``: a randomly initialised network), and prints the
+speed-up over the first precision and the mean |dprob| from it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from pdfnet import ModelConfig, build_pdfnet, pdfnet_loss
+from pdfnet.errors import PDFNetError
 from pdfnet.memory import keep_freed_memory
 from pdfnet.runtime import autocast
 
@@ -193,6 +198,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--onnx", help="also time this graph of pdfnet export with ONNX Runtime (CPU)")
+    parser.add_argument(
+        "--alternate", metavar="WEIGHTS", help="time the Predictor's precisions in turn (a checkpoint, or random)"
+    )
     parser.add_argument("--row", help=argparse.SUPPRESS)  # one row, in a fresh process (CPU peak memory)
     args = parser.parse_args()
     keep_freed_memory()  # as the command-line tools do
@@ -210,6 +218,12 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = False
     if args.row:
         print(json.dumps(run_row(args, device, json.loads(args.row))))
+        return
+    if args.alternate:
+        try:
+            alternate(args, device)
+        except PDFNetError as e:  # a missing or broken checkpoint: one line, not a traceback
+            sys.exit(f"error: {e}")
         return
 
     env = environment(device)
@@ -261,6 +275,45 @@ def _in_subprocess(spec: dict) -> dict:
     if done.returncode != 0:
         return {"images_per_s": 0.0, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def alternate(args, device: torch.device) -> None:
+    """Predictor.predict in each precision in turn, ``--repeats`` rounds after ``--warmup`` (at least one)."""
+    import tempfile
+
+    import cv2
+    import numpy as np
+
+    from pdfnet import Predictor, to_official_state_dict
+
+    photo = cv2.imread(str(Path(__file__).resolve().parents[1] / "pdfnet" / "assets" / "chelsea.png"))
+    photo = cv2.cvtColor(cv2.resize(photo, (args.size, args.size), interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB)
+    depth = cv2.GaussianBlur(photo.mean(axis=2).astype(np.float32) / 255, (0, 0), 8)  # a smooth stand-in
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = args.alternate
+        if weights == "random":
+            weights = str(Path(tmp) / "random.pth")
+            torch.save(to_official_state_dict(build_pdfnet(ModelConfig())), weights)
+        predictors = {
+            p: Predictor.from_checkpoint(weights, device=device, depth_model=None, precision=p) for p in args.precisions
+        }
+    print(json.dumps({**environment(device), "size": args.size, "weights": args.alternate}))
+    seconds = {p: [] for p in predictors}
+    probs = {}
+    for round_ in range(max(args.warmup, 1) + args.repeats):
+        for p, predictor in predictors.items():
+            start = time.perf_counter()
+            probs[p] = predictor.predict(photo, depth)
+            if round_ >= max(args.warmup, 1):
+                seconds[p].append(time.perf_counter() - start)
+    first = args.precisions[0]
+    for p, times in seconds.items():
+        runs = " ".join(f"{t:.2f}" for t in times)
+        line = f"Predictor {p:<5} {runs} s (median {statistics.median(times):.2f})"
+        if p != first:
+            speedup = statistics.median(seconds[first]) / statistics.median(times)
+            line += f"  {speedup:.2f}x {first}, mean |dprob| {np.abs(probs[p] - probs[first]).mean():.1e}"
+        print(line, flush=True)
 
 
 def _format(row: dict) -> str:

@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end (tiny sizes; the real figures are in the README)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,17 @@ def test_network_benchmark_cpu(tmp_path):
     [row] = report["results"]
     assert row["job"] == "infer" and row["images_per_s"] > 0
     assert "img/s" in result.stdout
+
+
+def test_predictor_alternate_benchmark(tiny_official_checkpoint):
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--device", "cpu", "--size", "256"]
+    command += ["--precisions", "fp32", "bf16", "--alternate", tiny_official_checkpoint, "--repeats", "2"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    fp32, bf16 = (line for line in result.stdout.splitlines() if line.startswith("Predictor"))
+    assert fp32.startswith("Predictor fp32") and len(fp32.split(" s (")[0].split()[2:]) == 2  # two timed rounds
+    speedup, dprob = re.search(r"([\d.]+)x fp32, mean \|dprob\| ([\d.e+-]+)$", bf16).groups()
+    assert float(speedup) > 0 and float(dprob) < 2e-2
 
 
 @pytest.mark.slow
