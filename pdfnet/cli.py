@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns its exit status."""
     from .memory import keep_freed_memory
+    from .model.fastpath import use_huge_pages
 
+    use_huge_pages()  # before anything allocates: PyTorch reads the switch at its first CPU allocation
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after other flags (argparse takes positionals in one run only)

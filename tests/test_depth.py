@@ -188,7 +188,13 @@ def test_cpu_bf16_depth_runs_the_blocked_attention(tiny_depth_model, monkeypatch
     full = DepthEstimator(tiny_depth_model, precision="fp32").estimate(image)
     low = DepthEstimator(tiny_depth_model, precision="bf16")
     assert low.model.backbone.config._attn_implementation == depth_module.BLOCKED_ATTENTION
-    blocked = low.estimate(image)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fused kernel ran instead of the blocked fast path")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn.functional, "scaled_dot_product_attention", refuse)
+        blocked = low.estimate(image)
     assert len(calls) == 2  # one per layer of the tiny backbone
     low.model.backbone.set_attn_implementation("sdpa")
     stock = low.estimate(image)

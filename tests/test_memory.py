@@ -1,3 +1,4 @@
+import os
 import sys
 
 import pytest
@@ -11,11 +12,19 @@ def test_keep_freed_memory_takes_effect():
     assert keep_freed_memory() is True
 
 
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
-def test_release_freed_memory_runs():
-    big = [bytearray(1 << 20) for _ in range(64)]  # freed into glibc's heap
-    del big
-    assert release_freed_memory() in (True, False)  # False when nothing was left to hand back
+def test_release_freed_memory_hands_the_kept_memory_back():
+    keep_freed_memory()  # freed blocks under 32 MiB now stay with the process
+    blocks = [bytearray(b"x" * (1 << 20)) for _ in range(96)]  # touched, so resident
+    del blocks
+    kept = _resident_mib()
+    assert release_freed_memory() is True
+    assert _resident_mib() < kept - 48, (kept, _resident_mib())
 
 
 @pytest.mark.parametrize("command, keeps", [("predict", False), ("depth", True)])

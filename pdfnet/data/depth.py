@@ -167,17 +167,22 @@ class DepthEstimator:
 BLOCKED_ATTENTION = "pdfnet_blocked"
 
 
+# keyword arguments of transformers' attention call that do not change what is computed
+_INERT_KWARGS = {"output_attentions", "output_hidden_states", "return_dict", "use_cache"}
+
+
 def _blocked_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kw):
     """transformers' attention interface over :func:`pdfnet.model.fastpath.attention` (the CPU's bf16 mode:
     0.63 s against 1.0 s for the 24 attentions of Depth-Anything-V2-Large at 518 pixels, 2 cores, Zen 5). Its
-    (B, heads, N, d) query, key and value give (B, N, heads, d). Masked, causal, grouped-head or rescaled
-    attention goes to transformers' own function."""
+    (B, heads, N, d) query, key and value give (B, N, heads, d). Masked, causal, grouped-head, rescaled or
+    otherwise modified attention goes to transformers' own function."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)  # as transformers reads it
     plain = (
         attention_mask is None
-        and not is_causal
-        and kw.get("position_bias") is None
+        and not causal
+        and all(name in _INERT_KWARGS or arg is None for name, arg in kw.items())
         and (scaling is None or abs(scaling - query.shape[-1] ** -0.5) < 1e-12)
         and not (module.training and dropout)
         and key.shape[1] == query.shape[1]
@@ -191,21 +196,22 @@ def _blocked_attention(module, query, key, value, attention_mask, dropout=0.0, s
 
 def use_blocked_attention(model) -> bool:
     """Run the attention of a transformers depth model's backbone through :func:`_blocked_attention`. False,
-    changing nothing, where this transformers has no attention interface (before 4.48) or the model no
-    backbone that takes one (an ONNX graph)."""
+    changing nothing, where the model has no backbone that can switch its attention (an ONNX graph, an
+    architecture without the attention interface) or this transformers cannot switch it (older versions)."""
     backbone = getattr(model, "backbone", None)
-    try:
-        from transformers import AttentionInterface
-    except ImportError:
-        return False
     if backbone is None or not hasattr(backbone, "set_attn_implementation"):
         return False
+    can_set = getattr(backbone, "_can_set_attn_implementation", None)
+    if can_set is not None and not can_set():
+        return False
+    from transformers import AttentionInterface
+
     AttentionInterface.register(BLOCKED_ATTENTION, _blocked_attention)
     try:
         backbone.set_attn_implementation(BLOCKED_ATTENTION)
     except (ValueError, TypeError, KeyError):  # an architecture that refuses custom attention: leave it
         return False
-    return True
+    return getattr(backbone.config, "_attn_implementation", None) == BLOCKED_ATTENTION
 
 
 def _transformers_version() -> tuple[int, int]:

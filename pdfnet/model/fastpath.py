@@ -4,7 +4,7 @@ Every fast path computes what the plain code beside it computes, up to float rou
 it: the oneDNN linear with fused bias and GELU (Swin blocks on the CPU), the CoA attention in blocks of queries
 (the CPU's bfloat16 mode), attention over real tokens for maps that fit one Swin window, the shallow branch's
 two convolutions folded into one, norms and residuals written in place at inference, channels-last memory on
-the CPU, and large CPU tensors on transparent huge pages.
+the CPU, and (:func:`use_huge_pages`, for the command-line tools) large CPU tensors on transparent huge pages.
 
 Switch them all off with ``PDFNET_FASTPATH=0`` in the environment (read once, at first use, as timm reads
 ``TIMM_FUSED_ATTN``) or from Python with :func:`set_fastpath` / :func:`fastpath`. Fast paths also step aside by
@@ -45,19 +45,19 @@ THP_ENV_VAR = "THP_MEM_ALLOC_ENABLE"
 
 def use_huge_pages() -> None:
     """Ask PyTorch to place CPU tensors of 2 MiB and more on transparent huge pages (its own switch,
-    ``THP_MEM_ALLOC_ENABLE``, read at the process's first large allocation), unless the environment turns the
-    fast paths off or sets that variable itself. Called when this module is imported.
+    ``THP_MEM_ALLOC_ENABLE``), unless ``PDFNET_FASTPATH=0`` is in the environment or the variable is set already.
+
+    PyTorch reads the variable once, at the process's first CPU allocation of any size, so this must run before
+    anything allocates: the command-line tools and the benchmark call it first thing; in Python, set the variable
+    yourself before using torch. Being fixed for the process, it is not switched by :func:`set_fastpath`.
 
     Every large tensor of a forward is fresh memory, and its first touch costs a page fault per 4 KiB page:
     filling a fresh 256 MiB tensor took 62 ms against 9 ms on huge pages (2 cores, Zen 5, Linux's default
-    ``madvise`` mode), and a 1024-pixel CPU forward spent about 10% of its time there. The numbers are the same
-    either way; the memory is taken in 2 MiB steps. Without effect where huge pages are off, and outside Linux.
+    ``madvise`` mode). The numbers are the same either way; the memory is taken in 2 MiB steps. Without effect
+    where huge pages are off, and outside Linux.
     """
     if os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no"):
         os.environ.setdefault(THP_ENV_VAR, "1")
-
-
-use_huge_pages()
 
 
 def set_fastpath(enabled: bool | None) -> None:
@@ -155,7 +155,7 @@ def linear(layer: nn.Module, x: torch.Tensor, gelu: bool = False) -> torch.Tenso
 
 @functools.cache
 def _bf16_products_fast() -> bool:
-    return runtime.cpu_bf16_faster()
+    return runtime.cpu_bf16_supported() and runtime.cpu_bf16_faster()
 
 
 CPU_QUERY_BLOCK = 256  # queries per block of :func:`attention` on the CPU: (256, Nk) weights stay in the caches
@@ -181,16 +181,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
         and fastpath_enabled()
         and not torch.is_autocast_enabled("cpu")
         and not tracks_grad(q, k, v)
+        and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]  # no broadcasting
+        and v.shape[-1] == q.shape[-1]
         and _bf16_products_fast()
     ):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    # scaled by oneDNN in float32 before its one rounding of the logits (alpha), not by a rounded copy of q
+    # scaled by oneDNN in float32 before its one rounding of the logits (alpha), not by a rounded copy of q;
+    # written into one (B h, 256, Nk) buffer, block after block
     kt = k.transpose(-2, -1).contiguous().flatten(0, -3)  # once, not a copy in every block's product
     q3, v3 = q.flatten(0, -3), v.flatten(0, -3)
     out = torch.empty_like(q3)
     logits = torch.empty(q3.shape[0], min(CPU_QUERY_BLOCK, q3.shape[1]), kt.shape[-1], dtype=q.dtype)
     for start in range(0, q3.shape[1], CPU_QUERY_BLOCK):
         block = q3[:, start : start + CPU_QUERY_BLOCK]
-        scores = torch.baddbmm(logits[:, : block.shape[1]], block, kt, beta=0.0, alpha=q.shape[-1] ** -0.5)
+        scores = logits[:, : block.shape[1]].baddbmm_(block, kt, beta=0.0, alpha=q.shape[-1] ** -0.5)
         torch.bmm(torch.softmax(scores, dim=-1), v3, out=out[:, start : start + CPU_QUERY_BLOCK])
     return out.view(q.shape)
