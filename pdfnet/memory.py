@@ -19,10 +19,10 @@ def keep_freed_memory() -> bool:
     tools other than ``predict`` and ``serve`` (which favour memory), never on import.
     Returns whether the settings took effect (False off glibc).
     """
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
         ok = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 25)  # the largest value glibc accepts (32 MiB)
         ok &= libc.mallopt(_M_TRIM_THRESHOLD, 1 << 34)
         ok &= libc.mallopt(_M_TOP_PAD, 1 << 28)
@@ -35,9 +35,20 @@ def release_freed_memory() -> bool:
     """Hand the memory freed so far back to the OS (glibc's ``malloc_trim``), e.g. a checkpoint's float32
     weights once converted, which :func:`keep_freed_memory` would otherwise hold for the whole run. Returns
     whether anything was released (False off glibc)."""
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return False
     try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
+        return bool(libc.malloc_trim(0))
+    except AttributeError:
         return False
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, or None off Linux or where it cannot be loaded."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
