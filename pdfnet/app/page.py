@@ -1,12 +1,14 @@
-"""The Gradio page and HTTP API of ``pdfnet serve``.
+"""The Gradio page of ``pdfnet serve``, and Gradio's API to it.
 
 The page: drop, paste or pick an image (or click the bundled photo); the cutout on a checkerboard, the mask and the
-pseudo-depth side by side with a progress bar; options for TTA, foreground-colour refinement, the depth model and
-the weights; download buttons for the full-size cutout and mask. A failure shows in the page; the server keeps
-serving.
+pseudo-depth side by side with a progress bar (and the place in the queue while it waits); options for TTA,
+foreground-colour refinement, the depth model and the weights; download buttons for the full-size cutout and mask.
+A failure shows in the page; the server keeps serving.
 
-The API: ``/predict`` (an image in; cutout, mask and pseudo-depth PNGs out, at the image's size) and
-``/predict_with_options`` (the page's options too). Every inference, page or API, waits in one queue per device.
+Gradio's API: ``/predict`` (an image in; cutout, mask and pseudo-depth PNGs out, at the image's size) and
+``/predict_with_options`` (the page's options too). The plain HTTP API is :mod:`pdfnet.app.api`. Every cutout,
+page or API, is a job of the device's :class:`~pdfnet.app.worker.DeviceWorker`; a page or Gradio client that
+cancels, or leaves, drops its job.
 
 Import this only after setting ``GRADIO_ANALYTICS_ENABLED=False`` (the ``serve`` command does): Gradio reads it at
 import time.
@@ -14,17 +16,19 @@ import time.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import torch
 
-from ..errors import ImageReadError, PDFNetError, ServeError
+from ..errors import ImageReadError, PDFNetError
 from ..io import example_image
-from .models import Cutout, Cutter, ModelCache, Progress, no_progress
+from .models import Cutout, Cutter, ModelCache, Options, Progress, no_progress, parse_flag, printable, scrub
+from .worker import DeviceWorker, DroppedError, QueueFullError
 
 log = logging.getLogger("pdfnet.serve")
 
@@ -107,37 +111,80 @@ def _upload(payload: object) -> tuple[str | Path, str]:
     return payload["path"], Path(payload.get("orig_name") or payload["path"]).name
 
 
-def run_guarded(cutter: Cutter, payload: object, *options: object, progress: Progress = no_progress) -> Cutout:
-    """One cutout; every failure becomes a gr.Error the page shows, and the server keeps serving."""
-    path, name = _upload(payload)
+def _options(tta: object, refine: object, depth: object, weights: object) -> Options:
+    """The page's (or a Gradio client's) options, checked: flags are booleans or true/false/1/0, not any truthy
+    string; the choices are strings (None: the server's default)."""
+    for name, value in (("depth_model", depth), ("weights", weights)):
+        if value is not None and not isinstance(value, str):
+            raise _error(f"{name} must be a string, got {type(value).__name__}")
     try:
-        return cutter(path, name, *options, progress=progress)
-    except ImageReadError as e:
-        log.info("refused %s: %s", name, e)
-        raise _error(f"Cannot use this upload: {e}", upload=True) from None
+        return Options(parse_flag("tta", tta), parse_flag("refine_foreground", refine), depth or None, weights or None)
     except PDFNetError as e:
-        log.info("refused %s: %s", name, e)
-        raise _error(f"Cannot cut out {name}: {e}") from None
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        log.exception("out of GPU memory on %s", name)
-        raise _error(
-            f"Out of GPU memory on {name}: try without TTA, or restart the server with a smaller --input-size"
-        ) from None
-    except Exception as e:  # a bug: logged with its traceback, shown in one line
-        log.exception("cutting out %s failed", name)
-        raise _error(f"Cutting out {name} failed: {type(e).__name__}: {e}") from None
+        raise _error(str(e)) from None
+
+
+def _threadsafe(progress: Progress) -> Progress:
+    """``progress`` callable from the worker's thread: the call runs on this event loop, in this task's context
+    (where Gradio finds which event it belongs to)."""
+    loop, context = asyncio.get_running_loop(), contextvars.copy_context()
+
+    def report(*args, **kwargs) -> None:
+        loop.call_soon_threadsafe(lambda: context.run(progress, *args, **kwargs))
+
+    return report
+
+
+async def cut_out(
+    worker: DeviceWorker, cutter: Cutter, payload: object, options: Options, progress: Progress = no_progress
+) -> Cutout:
+    """One cutout as a job of ``worker``, showing its place in the queue while it waits; every failure becomes a
+    gr.Error the page shows, and the server keeps serving. Cancelling the calling task drops the job."""
+    path, name = _upload(payload)
+    report = _threadsafe(progress)
+    try:
+        job = worker.submit(lambda job: cutter(path, name, options, job.check, report), printable(name))
+    except QueueFullError as e:
+        raise _error(f"The server is busy ({e.waiting} cutouts are waiting); try again in {e.retry_after} s") from None
+    except DroppedError:
+        raise _error("The server is stopping") from None
+    waiting = asyncio.ensure_future(job.wait())
+    try:
+        while not waiting.done():
+            ahead = job.position() - 1
+            if ahead > 0:
+                progress(0.0, desc=f"Waiting: {ahead} cutout{'s' * (ahead > 1)} ahead")
+            await asyncio.wait({waiting}, timeout=0.5)
+    finally:
+        if not waiting.done():  # cancelled by Gradio: its client cancelled or left
+            job.cancel()
+            waiting.cancel()
+    try:
+        return waiting.result()
+    except DroppedError:
+        raise _error("The cutout was stopped: the server is stopping") from None
+    except ImageReadError as e:
+        log.info("refused %s: %s", printable(name), printable(e, 400))
+        raise _error(f"Cannot use this upload: {scrub(str(e))}", upload=True) from None
+    except PDFNetError as e:
+        log.info("refused %s: %s", printable(name), printable(e, 400))
+        raise _error(f"Cannot cut out {name}: {scrub(str(e))}") from None
+    except Exception as e:  # logged with its traceback by the worker
+        if type(e).__name__ == "OutOfMemoryError":  # torch.cuda's
+            raise _error(
+                f"Out of GPU memory on {name}: try without TTA, or restart the server with a smaller --input-size"
+            ) from None
+        raise _error(f"Cutting out {name} failed: {type(e).__name__}: {scrub(str(e))}") from None
 
 
 def summary(result: Cutout, weights: str, depth: str, tta: bool) -> str:
     """The status line under the options, in Markdown."""
     parts = [f"**{result.width}×{result.height}** px", f"{result.seconds:.2f} s", f"weights *{weights}*"]
     parts += [f"depth *{depth}*"] + ["TTA"] * bool(tta) + ["refined colours"] * result.refined
-    return " · ".join(parts) + (f"  \n{html.escape(result.note)}" if result.note else "")
+    return " · ".join(parts)
 
 
 @dataclass
-class Options:
+class OptionInputs:
     """The page's option components."""
 
     weights: gr.Dropdown
@@ -167,7 +214,7 @@ class Results:
         return None, None, None, *downloads, gr.Markdown("")
 
 
-def _options(models: ModelCache, refine_supported: bool) -> Options:
+def _option_inputs(models: ModelCache) -> OptionInputs:
     with gr.Group():
         weights = gr.Dropdown(models.weight_choices, value=models.default_weights, label="Weights")
         depth = gr.Radio(
@@ -177,13 +224,8 @@ def _options(models: ModelCache, refine_supported: bool) -> Options:
             info="small: Apache-2.0 · base, large: CC-BY-NC-4.0 (non-commercial) weights",
         )
         tta = gr.Checkbox(label="Test-time augmentation (flips × scales: 6 passes, ~6× slower)", value=False)
-        refine = gr.Checkbox(
-            label="Refine foreground colours at soft edges",
-            value=refine_supported,  # on by default, as in pdfnet predict
-            interactive=refine_supported,
-            info=None if refine_supported else "needs a newer pdfnet (pdfnet.refine_foreground)",
-        )
-    return Options(weights, depth, tta, refine)
+        refine = gr.Checkbox(label="Refine foreground colours at soft edges", value=True)  # as pdfnet predict
+    return OptionInputs(weights, depth, tta, refine)
 
 
 def _result(label: str, elem_id: str) -> gr.Image:
@@ -217,23 +259,24 @@ def _results(status: gr.Markdown) -> Results:
     return Results(cutout, mask, depth, download_cutout, download_mask, status)
 
 
-def _add_api(cutter: Cutter, models: ModelCache, queue: dict) -> None:
+def _add_api(worker: DeviceWorker, cutter: Cutter, models: ModelCache) -> None:
     """``/predict`` and ``/predict_with_options``, on hidden components of their own (so that the page's download
     buttons and status line are not part of the API)."""
 
-    def predict(image, progress=gr.Progress()):  # noqa: B008 (Gradio's way to ask for progress)
+    async def predict(image, progress=gr.Progress()):  # noqa: B008 (Gradio's way to ask for progress)
         """Cut the main object out of an image, with the server's default weights and depth model.
 
         Returns the cutout (RGBA PNG: the image with the mask as alpha), the mask (8-bit grey PNG) and the
         pseudo-depth (8-bit grey PNG), all at the image's size.
         """
-        result = run_guarded(cutter, image, progress=progress)
+        result = await cut_out(worker, cutter, image, Options(), progress)
         return str(result.cutout), str(result.mask), str(result.depth)
 
-    def predict_with_options(image, tta, refine_foreground, depth_model, weights, progress=gr.Progress()):  # noqa: B008
-        """/predict with the page's options: test-time augmentation, foreground-colour refinement, the depth
-        model and the weights. Returns the same three PNGs."""
-        result = run_guarded(cutter, image, tta, refine_foreground, depth_model, weights, progress=progress)
+    async def predict_with_options(image, tta, refine_foreground, depth_model, weights, progress=gr.Progress()):  # noqa: B008
+        """/predict with the page's options: test-time augmentation, foreground-colour refinement (booleans:
+        true/false), the depth model and the weights. Returns the same three PNGs."""
+        options = _options(tta, refine_foreground, depth_model, weights)
+        result = await cut_out(worker, cutter, image, options, progress)
         return str(result.cutout), str(result.mask), str(result.depth)
 
     with gr.Column(visible=False):
@@ -244,26 +287,22 @@ def _add_api(cutter: Cutter, models: ModelCache, queue: dict) -> None:
         weights = gr.Dropdown([v for _, v in models.weight_choices], value=models.default_weights, label="weights")
         outputs = [gr.Image(label=name, type="filepath", format="png") for name in ("cutout", "mask", "depth")]
         trigger = gr.Button(visible=False)
-    # preprocess=False: our reader, not Gradio's, decodes the upload, so that a non-image gets a clear message
-    trigger.click(predict, [image], outputs, api_name="predict", preprocess=False, **queue)
-    trigger.click(
-        predict_with_options,
-        [image, tta, refine, depth, weights],
-        outputs,
-        api_name="predict_with_options",
-        preprocess=False,
-        **queue,
-    )
+    # preprocess=False: our reader, not Gradio's, decodes the upload (on the worker), so that a non-image gets a
+    # clear message and nothing is decoded before its turn; concurrency: the worker's queue is the one that counts
+    queue = dict(preprocess=False, concurrency_limit=None)
+    trigger.click(predict, [image], outputs, api_name="predict", **queue)
+    inputs = [image, tta, refine, depth, weights]
+    trigger.click(predict_with_options, inputs, outputs, api_name="predict_with_options", **queue)
 
 
-def build_app(models: ModelCache, cutter: Cutter) -> gr.Blocks:
-    """The page and the API around ``cutter`` (whose networks are ``models``), queued one request per device."""
-    queue = dict(concurrency_limit=1, concurrency_id=f"device:{models.device}")
+def build_app(models: ModelCache, cutter: Cutter, worker: DeviceWorker) -> gr.Blocks:
+    """The page and Gradio's API around ``cutter`` (whose networks are ``models``), every cutout a job of
+    ``worker``. Serve it with :func:`pdfnet.app.server.serve`, which adds the theme, CSS and script."""
     last_error: dict[str, tuple[str, bool]] = {}  # session -> (message, about the upload?), for the failure handler
 
-    def run_page(image, tta, refine, depth, weights, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+    async def run_page(image, tta, refine, depth, weights, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         try:
-            result = run_guarded(cutter, image, tta, refine, depth, weights, progress=progress)
+            result = await cut_out(worker, cutter, image, _options(tta, refine, depth, weights), progress)
         except gr.Error as e:
             if request.session_hash:
                 if len(last_error) > 1000:  # sessions that never came back for their message
@@ -296,7 +335,7 @@ def build_app(models: ModelCache, cutter: Cutter) -> gr.Blocks:
                     [[str(example_image())]], inputs=[image], label="Or try", elem_id="pdfnet-examples"
                 )
             with gr.Column(scale=2, min_width=280):
-                options = _options(models, cutter.refine_supported)
+                options = _option_inputs(models)
                 run = gr.Button("Cut out", variant="primary", elem_id="pdfnet-run")
                 status = gr.Markdown(elem_id="pdfnet-status")
         results = _results(status)
@@ -310,41 +349,12 @@ def build_app(models: ModelCache, cutter: Cutter) -> gr.Blocks:
             show_progress="full",
             show_progress_on=[results.cutout, results.mask, results.depth],
             trigger_mode="always_last",  # an image dropped while another runs goes next ("once" would drop it)
-            **queue,
+            concurrency_limit=None,  # the worker's queue is the one that counts
         )
         failure = dict(fn=on_failure, outputs=[image, *results.components()], queue=False, api_visibility="private")
         gr.on(triggers=[run.click, image.upload], **page_event).failure(**failure)
         examples.load_input_event.then(**page_event).failure(**failure)
         image.clear(Results.cleared, None, results.components(), queue=False, api_visibility="private")
-        _add_api(cutter, models, queue)
-    app.queue(default_concurrency_limit=1, max_size=64)
+        _add_api(worker, cutter, models)
+    app.queue(default_concurrency_limit=None, max_size=worker.max_waiting)
     return app
-
-
-def serve(app: gr.Blocks, host: str, port: int) -> None:
-    """Serve ``app`` on ``host``:``port`` until interrupted (Ctrl+C, or SIGTERM where the caller maps it to one).
-
-    Raises:
-        ServeError: the address cannot be used.
-    """
-    try:
-        app.launch(
-            server_name=host,
-            server_port=port,
-            show_error=True,
-            ssr_mode=False,  # no Node server: the page is plain HTML and JavaScript from Gradio's own files
-            share=False,  # a share link would download a tunnel binary and expose the page publicly
-            inbrowser=False,
-            quiet=True,
-            prevent_thread_lock=True,
-            max_file_size="100mb",
-            theme=gr.themes.Soft(primary_hue="indigo"),  # its fonts ship with Gradio: nothing is fetched online
-            css=CSS,
-            js=JS,
-            footer_links=["api", "settings"],
-        )
-    except OSError as e:
-        raise ServeError(f"cannot listen on {host}:{port}: {e}; choose another --port") from None
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    log.info("PDFNet serving on http://%s:%d (the page; the API: /predict); Ctrl+C stops", shown, port)
-    app.block_thread()
