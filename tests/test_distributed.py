@@ -195,6 +195,27 @@ def test_depth_and_test_under_torchrun(tmp_path, tiny_official_checkpoint, tiny_
     assert "<NO_OTHER_FAILURES>" not in broken.stderr  # torchrun saw both processes fail
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_the_process_group_is_gone_before_the_interpreter_ends(tmp_path, tiny_depth_model):
+    # transformers builds a model with torch.distributed.nn imported: had that bound the world group as a default
+    # argument, the group's worker threads would outlive destroy_process_group, and one still releasing the last
+    # collective's tensors as the interpreter shut down aborted the process after its work was done (exit -6)
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pdfnet.data.depth import DepthEstimator\n"
+        "from pdfnet.distributed import all_ranks, process_group\n"
+        "with process_group('cpu') as rt:\n"
+        "    DepthEstimator(sys.argv[1])\n"
+        "    all_ranks(lambda: rt.rank, rt)\n"
+        "names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]\n"
+        "print('threads', rt.rank, sorted(n for n in names if 'gloo' in n))\n"
+    )
+    result = run(str(script), tiny_depth_model, processes=2)
+    assert result.returncode == 0, result.stderr
+    assert sorted(re.findall(r"threads \d \[\]", result.stdout)) == ["threads 0 []", "threads 1 []"], result.stdout
+
+
 def test_training_mistakes_under_torchrun_stop_every_process_in_one_line(toy, tmp_path):
     common = ["train.py", "--config", str(TINY), f"data.root={toy}", "train.validate=false"]
     used = tmp_path / "used"
