@@ -156,3 +156,27 @@ def test_histograms_count_exactly_past_float32():
     image[0, 0] = 3
     counts = metrics.histogram(image)
     assert counts[0] == image.size - 1 and counts[3] == 1 and counts.dtype == np.int64
+
+
+def test_png_fast_path_reads_what_pillow_reads(tmp_path):
+    from PIL import Image
+
+    from pdfnet.evaluation.folders import read_map
+    from pdfnet.io import read_gray
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (37, 53)).astype(np.uint8)
+    writers = {
+        "grey.png": lambda p: Image.fromarray(a).save(p),  # the fast path
+        "grey_opencv.png": lambda p: cv2.imwrite(str(p), a),
+        "transparent.png": lambda p: Image.fromarray(a).save(p, transparency=7),
+        "rgb.png": lambda p: Image.fromarray(np.dstack([a, a[::-1], a])).save(p),  # the others: Pillow
+        "palette.png": lambda p: Image.fromarray(a).convert("P").save(p),
+        "alpha.png": lambda p: Image.fromarray(a).convert("LA").save(p),
+        "one_bit.png": lambda p: Image.fromarray(a > 128).save(p),
+        "sixteen_bit.png": lambda p: cv2.imwrite(str(p), a.astype(np.uint16) * 257),
+        "photo.jpg": lambda p: Image.fromarray(a).save(p),
+    }
+    for name, write in writers.items():
+        write(tmp_path / name)
+        assert np.array_equal(read_map(tmp_path / name), read_gray(tmp_path / name)), name

@@ -19,6 +19,7 @@ import numpy as np
 # the 8 neighbours in the bit order of the thinning's neighbourhood code: NW N NE E SE S SW W = 1 2 4 ... 128
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 _CODE_KERNEL = np.array([[1, 2, 4], [128, 0, 8], [64, 32, 16]], np.float32)  # cv2.filter2D correlates
+_BITS = (1 << np.arange(8, dtype=np.uint8))[:, None]
 
 # scikit-image's table departs from the paper's conditions for these 25 neighbourhoods (the passes, 1 | 2, in
 # which the centre pixel goes); found by comparing the two, and checked by the tests against scikit-image
@@ -79,7 +80,7 @@ def skeletonize(mask: np.ndarray) -> np.ndarray:
         raise ValueError(f"mask of {H}x{W} pixels is too large to thin")
     code = cv2.filter2D(image, -1, _CODE_KERNEL, borderType=cv2.BORDER_CONSTANT)  # sums <= 255: exact in uint8
     pixels, codes = image.ravel(), code.ravel()
-    offsets = np.array([dy * (W + 2) + dx for dy, dx in _NEIGHBOURS], np.int32)
+    offsets = np.array([dy * (W + 2) + dx for dy, dx in _NEIGHBOURS], np.int32)[:, None]
     seen_from = [np.uint8(1 << ((bit + 4) % 8)) for bit in range(8)]  # a pixel is its neighbour's opposite bit
     stamp = np.empty(pixels.size, np.int32)
     candidates = np.flatnonzero(pixels & (codes != 255)).astype(np.int32)  # 8 neighbours: never removed
@@ -88,10 +89,11 @@ def skeletonize(mask: np.ndarray) -> np.ndarray:
     while candidates.size:
         removed = candidates[(_THINNING[codes[candidates]] & (1 + (step & 1))) != 0]
         pixels[removed] = 0
-        for offset, bit in zip(offsets, seen_from):
-            codes[removed + offset] -= bit  # distinct targets per direction: plain fancy indexing is exact
-        around = (removed[:, None] + offsets).ravel()
-        touched = _first_occurrences(around[pixels[around] != 0], stamp)
+        around = offsets + removed  # (8, N): the removed pixels' neighbours, one direction per row
+        for targets, bit in zip(around, seen_from):
+            codes[targets] -= bit  # distinct targets within a direction: plain fancy indexing is exact
+        # the neighbours still set, read from the removed pixels' own codes, now up to date
+        touched = _first_occurrences(around[(codes[removed] & _BITS) != 0], stamp)
         if step == 0:  # the second pass looks at every pixel once too
             candidates = np.flatnonzero(pixels & (codes != 255)).astype(np.int32)
         else:
@@ -152,21 +154,24 @@ def nearest_object_codes(mask: np.ndarray) -> np.ndarray:
     if not mask.any() or mask.all():
         return codes
     H, W = mask.shape
-    r = OFFSET_RANGE
-    padded = np.zeros((H + 2 * r, W + 2 * r), bool)  # no object outside the image
+    r, width = OFFSET_RANGE, W + 2 * OFFSET_RANGE
+    padded = np.zeros((H + 2 * r, width), bool)  # no object outside the image
     padded[r:-r, r:-r] = mask
-    mask_u8 = mask.view(np.uint8)
-    band = cv2.dilate(mask_u8, np.ones((2 * BAND + 1,) * 2, np.uint8)) > mask_u8
-    ys, xs = np.nonzero(band)
-    where = (ys + r) * (W + 2 * r) + (xs + r)
-    flat = padded.ravel()
-    found = np.zeros(ys.size, np.int8)
-    left = np.arange(ys.size)
-    for dy, dx in _SEARCH_ORDER:
-        hit = flat[where[left] + dy * (W + 2 * r) + dx]
-        found[left[hit]] = encode_offset(dy, dx)
-        left = left[~hit]
-        if not left.size:
-            break
-    codes[ys, xs] = found
+    objects, mask_u8, grown = padded.ravel(), mask.view(np.uint8), mask.view(np.uint8)
+    for ring in range(1, BAND + 1):  # the band pixels at Chebyshev distance 1, 2, 3: nothing nearer to try
+        wider = cv2.dilate(mask_u8, np.ones((2 * ring + 1,) * 2, np.uint8))
+        pixels = np.flatnonzero((wider > grown).ravel())
+        grown = wider
+        where = pixels + 2 * r * (pixels // W) + r * width + r  # in the padded image
+        found = np.zeros(pixels.size, np.int8)
+        left = np.arange(pixels.size)
+        for dy, dx in _SEARCH_ORDER:
+            if max(abs(dy), abs(dx)) < ring:
+                continue
+            hit = objects[where[left] + dy * width + dx]
+            found[left[hit]] = encode_offset(dy, dx)
+            left = left[~hit]
+            if not left.size:
+                break
+        codes.ravel()[pixels] = found
     return codes

@@ -311,6 +311,7 @@ def _importance_table() -> np.ndarray:
 
 
 _IMPORTANCE = _importance_table()
+_STRIP = 128  # rows blurred at a time: float64 buffers of a few MB, reused instead of faulted in anew
 
 
 def _object_box(gt: np.ndarray, margin: int) -> tuple[slice, slice]:
@@ -338,24 +339,30 @@ def weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, beta
 def _weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, lv: _Levels, beta: float = 1.0) -> float:
     if not gt.any():
         return 0.0
-    values = lv.values
     # the error E is |prediction - mask|: 1 - value inside the object, value outside
-    error_in = 1 - values
+    error_in = 1 - lv.values
     # inside the object the error is min(E, EA), EA the 7x7 Gaussian blur of E with each nearby background
-    # pixel taking the error of its nearest object pixel; only the box of the object and its band is read
+    # pixel taking the error of its nearest object pixel. Per pixel, the level whose error the blur reads: its
+    # own on the object, its nearest object pixel's in the band, elsewhere one of error exactly 0 (value 1: the
+    # maximum level, or 255 for a constant prediction)
+    spread = np.full(gt.shape, np.flatnonzero(lv.values == 1.0)[0], np.uint8)
+    np.copyto(spread, pred_u8, where=gt)
+    band = np.flatnonzero(band_codes.ravel() != 0)
+    dy, dx = decode_offset(band_codes.ravel()[band])
+    spread.ravel()[band] = pred_u8.ravel()[band + dy * gt.shape[1] + dx]
+    # blurred in strips of rows (small buffers, reused), over the object's box grown by the band
     rows, cols = _object_box(gt, BAND)
-    pred_box, gt_box, codes = pred_u8[rows, cols], gt[rows, cols], band_codes[rows, cols]
-    spread = pred_box.copy()  # per pixel, the level whose error the blur reads
-    ys, xs = np.nonzero(codes)
-    dy, dx = decode_offset(codes[ys, xs])
-    spread[ys, xs] = pred_box[ys + dy, xs + dx]
-    blurred_in = cv2.LUT(spread, error_in)
-    blurred_in[~(gt_box | (codes != 0))] = 0.0
     g = _gauss_1d()
-    EA = cv2.sepFilter2D(blurred_in, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)[gt_box]
-    E = error_in[pred_box[gt_box]]
-    ew_fg = np.minimum(EA, E).sum()
-    fg = E.size
+    ew_fg, fg = 0.0, 0
+    for top in range(rows.start, rows.stop, _STRIP):
+        bottom = min(top + _STRIP, rows.stop)
+        first, last = max(top - BAND, rows.start), min(bottom + BAND, rows.stop)  # the rows the blur reads
+        Et = cv2.LUT(spread[first:last, cols], error_in)
+        EA = cv2.sepFilter2D(Et, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
+        inside = gt[top:bottom, cols]
+        ew = np.minimum(EA[top - first : bottom - first][inside], Et[top - first : bottom - first][inside])
+        ew_fg += ew.sum()
+        fg += ew.size
     # outside it is E with importance B = 2 - 0.5^(d / 5), d the Euclidean distance to the object
     fpw = _weighted_false_positives(pred_u8, gt, lv)
     tpw = fg - ew_fg
@@ -365,15 +372,18 @@ def _weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, lv:
 
 
 def _weighted_false_positives(pred_u8: np.ndarray, gt: np.ndarray, lv: _Levels) -> float:
-    """Sum over background pixels of value * (2 - 0.5^(d / 5)); 0 without work when no background pixel errs."""
-    if not np.any(lv.values[lv.bg > 0]):
+    """The sum over background pixels of E * (2 - 0.5^(d / 5)), over those with an error only."""
+    erring = int(np.argmax(lv.values > 0))  # the lowest level with an error outside the object
+    if not lv.values[erring] > 0 or not lv.bg[erring:].any():
         return 0.0
     # OpenCV's exact Euclidean distance in float32: its square rounds back to the integer d^2 far beyond the
     # distances where the importance is not yet 2.0 (checked against scipy in the tests)
     dist = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    squared = cv2.min(cv2.multiply(dist, dist), float(_IMPORTANCE.size - 1))
-    importance = _IMPORTANCE[(squared + 0.5).astype(np.int32)]
-    return float(np.dot(cv2.LUT(pred_u8, lv.values).ravel(), importance.ravel()))
+    where = (pred_u8 >= erring) & ~gt
+    d = dist[where].reshape(-1, 1)  # a column: OpenCV reads short 1-D arrays as scalars
+    squared = cv2.multiply(d, d, dtype=cv2.CV_32S).ravel()  # rounded to the nearest integer
+    np.minimum(squared, _IMPORTANCE.size - 1, out=squared)
+    return float(np.dot(lv.values[pred_u8[where]], _IMPORTANCE[squared]))
 
 
 # ---------------------------------------------------------------------------------------------------- HCE
@@ -396,11 +406,9 @@ def hce(pred: np.ndarray, gt: np.ndarray, gt_skeleton: np.ndarray) -> int:
         fn_ = cv2.subtract(cv2.dilate(fn_, _CROSS), p)
     fn_ = cv2.bitwise_or(cv2.bitwise_and(fn, fn_), cv2.subtract(skeleton, tp))
 
-    contours_fp, _ = cv2.findContours(fp_, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
-    bounds_fp, indep_fp = _conditional_boundaries(contours_fp, fp_, cv2.bitwise_or(tp, fn_))
-    contours_fn, _ = cv2.findContours(fn_, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
+    bounds_fp, indep_fp = _conditional_boundaries(fp_, cv2.bitwise_or(tp, fn_))
     outside = cv2.bitwise_xor(cv2.bitwise_or(cv2.bitwise_or(tp, fp_), fn_), 1)
-    bounds_fn, indep_fn = _conditional_boundaries(contours_fn, fn_, outside)
+    bounds_fn, indep_fn = _conditional_boundaries(fn_, outside)
     return int(_control_points(bounds_fp) + _control_points(bounds_fn) + indep_fp + indep_fn)
 
 
@@ -410,43 +418,60 @@ def _control_points(boundaries: list[np.ndarray]) -> int:
     return sum(len(b) if len(b) <= 2 else len(cv2.approxPolyDP(b, HCE_EPSILON, False)) for b in boundaries)
 
 
-def _conditional_boundaries(contours, mask: np.ndarray, condition: np.ndarray) -> tuple[list[np.ndarray], int]:
-    """The contour stretches that touch ``condition`` (dilated), each pixel counted once, and the number of
-    regions of ``mask`` with no such stretch: the DIS protocol's boundary filter, vectorised.
+def _region_of_contour(hierarchy: np.ndarray) -> np.ndarray:
+    """For each contour of ``cv2.findContours(..., RETR_TREE)``, the index of its region's outer contour.
+
+    Outer contours and hole contours alternate with nesting depth (an island in a hole is a region of its
+    own), and every 8-connected region has exactly one outer contour: a hole's region is its parent's.
+    """
+    parent = hierarchy[0][:, 3]
+    depth = np.zeros(len(parent), np.int64)
+    ancestor = parent.copy()
+    while (ancestor >= 0).any():
+        depth += ancestor >= 0
+        ancestor = np.where(ancestor >= 0, parent[ancestor], -1)
+    return np.where(depth % 2 == 1, parent, np.arange(len(parent)))
+
+
+def _conditional_boundaries(mask: np.ndarray, condition: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """The contour stretches of ``mask`` that touch ``condition`` (dilated), each pixel counted once, and the
+    number of regions of ``mask`` with no such stretch: the DIS protocol's boundary filter, vectorised.
 
     A contour point is kept when its pixel touches the condition and it is that pixel's first appearance
-    among all contours (in order); stretches of consecutive kept points form boundaries, and a contour's last
-    stretch absorbs its first (reversed) when their ends are 8-neighbours.
+    among all contours (in OpenCV's order); stretches of consecutive kept points form boundaries, and a
+    contour's last stretch absorbs its first (reversed) when their ends are 8-neighbours. A region needs no
+    boundary when none of its contours (its outer one and its holes') keeps a point.
     """
-    n_labels, labels = cv2.connectedComponents(mask, connectivity=8)
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
     if not contours:
-        return [], n_labels - 1
+        return [], 0
+    region = _region_of_contour(hierarchy)
     W = mask.shape[1]
-    cond = cv2.dilate(condition, _CROSS).ravel() > 0
     lengths = np.array([len(c) for c in contours])
     pts = np.concatenate(contours)[:, 0, :]  # (N, 2) as (col, row)
     pix = pts[:, 1].astype(np.int64) * W + pts[:, 0]
     order = np.arange(len(pix), dtype=np.int32)
     stamp = np.empty(mask.size, np.int32)
     stamp[pix[::-1]] = order[::-1]  # the last write wins: each pixel keeps its first point
-    keep = cond[pix] & (stamp[pix] == order)
-    touched = np.zeros(n_labels, bool)
-    touched[labels.ravel()[pix[keep]]] = True
-    independent = (n_labels - 1) - np.count_nonzero(touched[1:])
-
-    # stretches of kept points within each contour: starts and ends over all contours at once
+    keep = (cv2.dilate(condition, _CROSS).ravel()[pix] > 0) & (stamp[pix] == order)
     ends = np.cumsum(lengths)
     starts = ends - lengths
+    contour_of_point = np.repeat(np.arange(len(contours)), lengths)
+    touched = np.zeros(len(contours), bool)
+    touched[region[contour_of_point[keep]]] = True
+    independent = np.count_nonzero(region == np.arange(len(region))) - np.count_nonzero(touched)
+
+    # stretches of kept points within each contour: starts and ends over all contours at once
     breaks = np.zeros(len(pix) + 1, bool)
     breaks[starts] = True
     breaks[-1] = True
     k = np.concatenate([keep, [False]])
     run_start = np.flatnonzero(k & (breaks | ~np.concatenate([[False], k[:-1]])))
     run_end = np.flatnonzero(k[:-1] & (breaks[1:] | ~k[1:])) + 1
-    contour_of = np.searchsorted(ends, run_start, side="right")
     boundaries = [pts[a:b] for a, b in zip(run_start, run_end)]
     # a contour's last stretch absorbs its first when their ends are 8-neighbours (not the same pixel)
-    first = np.flatnonzero(np.diff(contour_of, prepend=-1) != 0)
+    contour_of_run = contour_of_point[run_start]
+    first = np.flatnonzero(np.diff(contour_of_run, prepend=-1) != 0)
     last = np.append(first[1:], len(run_start)) - 1
     for head, tail in zip(first, last):
         if tail > head and np.abs(boundaries[head][0] - boundaries[tail][-1]).max() == 1:
