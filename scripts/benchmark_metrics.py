@@ -8,8 +8,8 @@ its worker processes and scores every pair (``evaluate_predictions``, what ``met
 first with an empty mask cache (skeletons and nearest-object offsets computed and cached), then again with
 the cache filled. pysodmetrics is timed in this process, one pair after another, on the same pairs and the
 same metrics (F and E curves with their adaptive values, S-measure, MAE, weighted F, HCE with the DIS
-protocol), reading each pair with OpenCV. The script prints seconds per image, the ratios, how far apart the
-two sets of numbers are, and where our time goes, per stage, in one process.
+protocol), each pair read with Pillow (``pdfnet.io.read_gray``). The script prints seconds per image, the
+ratios, how far apart the two sets of numbers are, and where our time goes, per stage, in one process.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import numpy as np
 
 from pdfnet.evaluation import geometry
 from pdfnet.evaluation import metrics as M
-from pdfnet.evaluation.folders import match_files
+from pdfnet.evaluation.folders import match_files, read_map
 from pdfnet.io import read_gray
+from pdfnet.memory import keep_freed_memory
 
 # the whole scoring process, as a user runs it: a fresh interpreter, the imports, the workers, every pair
 _OURS = """
@@ -100,8 +101,9 @@ def run_stock(pairs: list) -> tuple[float, dict[str, float], dict]:
     total = time.perf_counter()
     for pair in pairs:
         start = time.perf_counter()
-        pred = cv2.imread(str(pair.pred), cv2.IMREAD_GRAYSCALE)
-        gt = cv2.imread(str(pair.gt), cv2.IMREAD_GRAYSCALE)
+        pred, gt = read_gray(pair.pred), read_gray(pair.gt)
+        if pred.shape != gt.shape:  # as our scorer does
+            pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
         stages["reading"] += time.perf_counter() - start
         for key, metric in (("F-measure", fm), ("E-measure", em), ("S-measure", sm), ("MAE", mae), ("weighted F", wfm)):
             start = time.perf_counter()
@@ -132,7 +134,8 @@ def run_stock(pairs: list) -> tuple[float, dict[str, float], dict]:
 
 def our_stages(pairs: list) -> dict[str, float]:
     """Seconds per image of each stage of our scorer, in this process (one core)."""
-    cv2.setNumThreads(1)  # as in the workers
+    keep_freed_memory()  # as in the worker processes
+    cv2.setNumThreads(1)
     stages: dict[str, float] = {}
 
     def timed(key, fn, *args):
@@ -143,8 +146,8 @@ def our_stages(pairs: list) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as cache_dir:
         for pair in pairs:
-            gt_u8 = timed("reading", read_gray, pair.gt)
-            pred = timed("reading", read_gray, pair.pred)
+            gt_u8 = timed("reading", read_map, pair.gt)
+            pred = timed("reading", read_map, pair.pred)
             gt = gt_u8 > 128
             skeleton = timed("skeleton (first run)", geometry.skeletonize, gt)
             codes = timed("nearest-object offsets (first run)", geometry.nearest_object_codes, gt)
