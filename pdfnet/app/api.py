@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from ..errors import CheckpointError, DepthModelError, InputError, PDFNetError
-from .models import OUTPUTS, Cutter, Options, parse_flag, printable, safe_stem, scrub
+from .models import OUTPUTS, Cutter, Options, parse_flag, printable, quoted, safe_stem, scrub
 from .worker import DeviceWorker, DroppedError, Job, QueueFullError
 
 log = logging.getLogger("pdfnet.serve")
@@ -149,7 +149,7 @@ class CutoutApi:
                     raise ApiError(
                         400,
                         "send the image as the multipart form field 'file' (curl -F file=@photo.jpg), or as the "
-                        f"request's body with an image/* content type (got {printable(kind or 'none', 60)!r})",
+                        f"request's body with an image/* content type (got {quoted(kind or 'none', 60)})",
                     )
             size = upload.path.stat().st_size
             if size > self.max_bytes:
@@ -178,7 +178,7 @@ class CutoutApi:
                 elif key == "file":
                     image = value
                 else:
-                    raise ApiError(400, f"unexpected file field {printable(key, 40)!r}: send the image as 'file'")
+                    raise ApiError(400, f"unexpected file field {quoted(key, 40)}: send the image as 'file'")
             if image is None:
                 raise ApiError(400, "no image: send it as the multipart form field 'file' (curl -F file=@photo.jpg)")
             upload.name = image.filename or "image"
@@ -294,7 +294,7 @@ def cutout_options(query: dict[str, list[str]], cutter: Cutter) -> tuple[Options
     """
     unknown = sorted(set(query) - set(CUTOUT_OPTIONS))
     if unknown:
-        raise InputError(f"unknown option {printable(unknown[0], 40)!r}; the options are {', '.join(CUTOUT_OPTIONS)}")
+        raise InputError(f"unknown option {quoted(unknown[0], 40)}; the options are {', '.join(CUTOUT_OPTIONS)}")
     value = {}
     for key, values in query.items():
         if len(values) > 1:
@@ -302,7 +302,7 @@ def cutout_options(query: dict[str, list[str]], cutter: Cutter) -> tuple[Options
         value[key] = values[0]
     output = value.get("format", "rgba").strip().lower()
     if output not in OUTPUTS:
-        raise InputError(f"format must be one of {', '.join(OUTPUTS)}, got {printable(value['format'], 40)!r}")
+        raise InputError(f"format must be one of {', '.join(OUTPUTS)}, got {quoted(value['format'], 40)}")
     options = Options(
         tta=parse_flag("tta", value.get("tta", False)),
         refine=parse_flag("refine", value.get("refine", True)),
@@ -331,9 +331,7 @@ def remove_options(fields: dict[str, str], query: dict[str, list[str]], cutter: 
     for key, top in [("af", 255), ("ab", 255), ("ae", None)]:  # alpha-matting settings: checked, unused without a
         text = get(key)
         if text is not None and not (text.strip().isdigit() and (top is None or int(text) <= top)):
-            raise InputError(
-                f"{key} must be an integer from 0{f' to {top}' if top else ''}, got {printable(text, 40)!r}"
-            )
+            raise InputError(f"{key} must be an integer from 0{f' to {top}' if top else ''}, got {quoted(text, 40)}")
     if get("extras"):
         raise InputError("extras (rembg's model parameters) are not offered by PDFNet; leave extras out")
     model = get("model")
@@ -342,7 +340,7 @@ def remove_options(fields: dict[str, str], query: dict[str, list[str]], cutter: 
         choices = [value for _, value in cutter.models.weight_choices]
         if model not in choices:
             raise InputError(
-                f"model {printable(model, 40)!r} is not served here: this is PDFNet; leave model out, or choose one "
+                f"model {quoted(model, 40)} is not served here: this is PDFNet; leave model out, or choose one "
                 f"of {', '.join(choices)}"
             )
         weights = model
@@ -351,7 +349,7 @@ def remove_options(fields: dict[str, str], query: dict[str, list[str]], cutter: 
     if get("bgc"):
         parts = get("bgc").split(",")
         if not (len(parts) in (3, 4) and all(p.strip().isdigit() and int(p) <= 255 for p in parts)):
-            raise InputError(f"bgc must be r,g,b or r,g,b,a from 0 to 255, got {printable(get('bgc'), 40)!r}")
+            raise InputError(f"bgc must be r,g,b or r,g,b,a from 0 to 255, got {quoted(get('bgc'), 40)}")
         background = tuple(int(p) for p in parts)
     return Options(weights=weights), "mask" if only_mask else "rgba", background
 
@@ -453,9 +451,7 @@ def build_api(
 
         def parse(fields: dict[str, str]) -> tuple[Options, str, None]:
             if fields:
-                raise InputError(
-                    f"unexpected form field {printable(next(iter(fields)), 40)!r}: options go in the query"
-                )
+                raise InputError(f"unexpected form field {quoted(next(iter(fields)), 40)}: options go in the query")
             return (*cutout_options(query, cutter), None)
 
         # checked before the upload is read as well, so that a bad option costs no upload

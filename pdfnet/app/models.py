@@ -124,11 +124,9 @@ class ModelCache:
         one; ``names`` are what the message calls the two."""
         choices = [value for _, value in self.weight_choices]
         if weights is not None and weights not in choices:
-            raise InputError(f"unknown {names[0]} {printable(weights, 60)!r}; choose one of {', '.join(choices)}")
+            raise InputError(f"unknown {names[0]} {quoted(weights, 60)}; choose one of {', '.join(choices)}")
         if depth is not None and depth not in self.depth_sources:
-            raise InputError(
-                f"unknown {names[1]} {printable(depth, 60)!r}; choose one of {', '.join(self.depth_sources)}"
-            )
+            raise InputError(f"unknown {names[1]} {quoted(depth, 60)}; choose one of {', '.join(self.depth_sources)}")
 
     def _load_weights(self, weights: str) -> Predictor:
         if weights not in self._predictors:
@@ -165,6 +163,12 @@ def printable(text: object, limit: int = 200) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in clipped)
 
 
+def quoted(text: object, limit: int = 200) -> str:
+    """``text`` as :func:`printable` makes it, in single quotes, for a message that names what a client sent
+    (``repr`` would double the backslash of each escape)."""
+    return f"'{printable(text, limit)}'"
+
+
 def scrub(message: str) -> str:
     """A message for a client: absolute paths cut to their last part (the server's folders are its own)."""
     return re.sub(r"(?<![\w:/.~-])(?:~/|/)(?:[^\s/'\"]+/)+", "", message)
@@ -196,7 +200,7 @@ def parse_flag(name: str, value: object) -> bool:
         return FLAGS[value.strip().lower()]
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise InputError(f"{name} must be true or false (or 1 or 0), got {printable(value, 40)!r}")
+    raise InputError(f"{name} must be true or false (or 1 or 0), got {quoted(value, 40)}")
 
 
 @dataclass
