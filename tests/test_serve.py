@@ -700,6 +700,31 @@ def test_a_non_image_is_an_error_and_the_server_keeps_serving(server, client, tm
 
 
 @needs_gradio
+def test_gradio_clients_that_go_away_drop_their_jobs(server, tmp_path):
+    """A Gradio client that closes its connections without cancelling (a closed tab, a killed script): Gradio
+    marks its events dead but leaves their tasks waiting, which once kept its jobs in the queue to run for nobody.
+    Four jobs of a process that then exits: at most the first starts; the others are dropped."""
+    photo = make_large_image(tmp_path / "gone.png", 2500)
+    before = server.health()["jobs"]
+    script = f"""
+import os, time, requests
+from gradio_client import Client, handle_file
+client = Client({server.url + "/"!r}, verbose=False)
+jobs = [client.submit(handle_file({str(photo)!r}), api_name="/predict") for _ in range(4)]
+deadline = time.monotonic() + 60
+while requests.get({server.url + "/api/v1/health"!r}).json()["queue_length"] < 4 and time.monotonic() < deadline:
+    time.sleep(0.05)
+os._exit(0)  # no cancel: the connections just close
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, **OFFLINE_ENV}, timeout=120)
+    server.wait_idle(60)
+    after = server.health()["jobs"]
+    assert after["dropped"] - before["dropped"] >= 3, (before, after)
+    assert after["done"] - before["done"] <= 1, (before, after)
+    assert len(re.findall(r" cutting out gone\.png$", server.log_text(), re.M)) <= 1
+
+
+@needs_gradio
 def test_one_request_at_a_time_and_the_models_loaded_once(server, tmp_path):
     """Two Gradio clients and two API clients at once: each cutout starts when the one before has finished (one
     queue per device, page and API alike)."""

@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import html
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,25 @@ def _threadsafe(progress: Progress) -> Progress:
     return report
 
 
+def _client_alive() -> Callable[[], bool]:
+    """Whether the client of the Gradio event this runs in still waits for it. A client that cancels gets the
+    event's task cancelled; one that closes its connection (a closed tab, a killed script) does not: Gradio only
+    marks the event dead (``Event.alive``), and the task would wait on for a job nobody reads. Outside an event,
+    or where Gradio keeps no such mark, always true."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    events = getattr(getattr(blocks, "_queue", None), "event_ids_to_events", None)
+    if event_id is None or not isinstance(events, dict):
+        return lambda: True
+
+    def alive() -> bool:
+        event = events.get(event_id)
+        return event is None or getattr(event, "alive", True)
+
+    return alive
+
+
 async def cut_out(
     worker: DeviceWorker, cutter: Cutter, payload: object, options: Options, progress: Progress = no_progress
 ) -> Cutout:
@@ -148,14 +168,18 @@ async def cut_out(
     except DroppedError:
         raise _error("The server is stopping") from None
     waiting = asyncio.ensure_future(job.wait())
+    alive = _client_alive()
     try:
         while not waiting.done():
+            if not alive():
+                log.info("dropped %s: its client went away", printable(name))
+                raise asyncio.CancelledError
             ahead = job.position() - 1
             if ahead > 0:
                 progress(0.0, desc=f"Waiting: {ahead} cutout{'s' * (ahead > 1)} ahead")
             await asyncio.wait({waiting}, timeout=0.5)
     finally:
-        if not waiting.done():  # cancelled by Gradio: its client cancelled or left
+        if not waiting.done():  # cancelled by Gradio (its client cancelled), or its client left
             job.cancel()
             waiting.cancel()
     try:
