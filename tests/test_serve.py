@@ -762,6 +762,7 @@ def test_page_and_telemetry(server):
         config = json.load(r)
     assert config["analytics_enabled"] is False and config["title"].startswith("PDFNet")
     assert re.search(r"PDFNet serving on http://127\.0\.0\.1:\d+ ", server.log_text())  # the address bound
+    assert "\r" not in server.log_text()  # no progress bar of transformers' in the log
 
 
 # ---------------------------------------------------------------------------------------------- keys and logins

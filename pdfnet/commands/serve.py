@@ -237,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, device: str, key: str | None, logins: tuple, exposed: bool, sock) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's start-up probes of its own URL
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its "Loading weights" bar wrote carriage returns into the log
     log = logging.getLogger("pdfnet.serve")
     if exposed and not (key or logins):
         log.warning(
