@@ -50,7 +50,9 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: object) -> None:
         if not self.should_exit:
             log.info("stopping (%s): dropping the jobs that wait", signal.Signals(sig).name)
-        self.on_stop()
+        # on a thread of its own: the handler runs on the main thread between two of its steps, perhaps while that
+        # thread holds the worker's (re-entrant) lock in the middle of queueing a job
+        threading.Thread(target=self.on_stop, name="pdfnet-stop").start()
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
