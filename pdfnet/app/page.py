@@ -161,14 +161,14 @@ async def cut_out(
     gr.Error the page shows, and the server keeps serving. Cancelling the calling task drops the job."""
     path, name = _upload(payload)
     report = _threadsafe(progress)
+    alive = _client_alive()
     try:
-        job = worker.submit(lambda job: cutter(path, name, options, job.check, report), printable(name))
+        job = worker.submit(lambda job: cutter(path, name, options, job.check, report), printable(name), alive)
     except QueueFullError as e:
         raise _error(f"The server is busy ({e.waiting} cutouts are waiting); try again in {e.retry_after} s") from None
     except DroppedError:
         raise _error("The server is stopping") from None
     waiting = asyncio.ensure_future(job.wait())
-    alive = _client_alive()
     try:
         while not waiting.done():
             if not alive():

@@ -48,8 +48,10 @@ class Job:
     """One piece of work for a :class:`DeviceWorker`: ``work(job)`` runs on the worker's thread and calls
     :meth:`check` between its steps, so that a job nobody waits for any more stops there."""
 
-    def __init__(self, worker: DeviceWorker, work: Callable[[Job], Any], label: str) -> None:
-        self.label = label
+    def __init__(
+        self, worker: DeviceWorker, work: Callable[[Job], Any], label: str, wanted: Callable[[], bool] = lambda: True
+    ) -> None:
+        self.label, self._wanted = label, wanted
         self._worker, self._work = worker, work
         self._cancelled = threading.Event()
         self._done = threading.Event()
@@ -73,8 +75,10 @@ class Job:
         self._worker._withdraw(self)
 
     def check(self) -> None:
-        """Raise :class:`DroppedError` if the job was cancelled (called by the work between its steps)."""
-        if self._cancelled.is_set():
+        """Raise :class:`DroppedError` if the job was cancelled, or ``wanted()`` says nobody waits for it any more
+        (called before the job starts, and by the work between its steps)."""
+        if self._cancelled.is_set() or not self._wanted():
+            self._cancelled.set()
             raise DroppedError("cancelled")
 
     def position(self) -> int:
@@ -154,14 +158,15 @@ class DeviceWorker:
     def stopping(self) -> bool:
         return self._stopping
 
-    def submit(self, work: Callable[[Job], Any], label: str) -> Job:
-        """Queue ``work`` (run as ``work(job)``); returns its :class:`Job`.
+    def submit(self, work: Callable[[Job], Any], label: str, wanted: Callable[[], bool] = lambda: True) -> Job:
+        """Queue ``work`` (run as ``work(job)``); returns its :class:`Job`. ``wanted()``, asked before the job starts
+        and at each of its steps, says whether its client still waits (False: the job is dropped there).
 
         Raises:
             QueueFullError: ``max_waiting`` jobs wait already.
             DroppedError: the server is stopping.
         """
-        job = Job(self, work, label)
+        job = Job(self, work, label, wanted)
         with self._wake:
             if self._stopping:
                 raise DroppedError("the server is stopping")
