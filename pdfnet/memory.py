@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 import sys
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
 
 
 def keep_freed_memory() -> bool:
@@ -27,6 +27,20 @@ def keep_freed_memory() -> bool:
         ok &= libc.mallopt(_M_TRIM_THRESHOLD, 1 << 34)
         ok &= libc.mallopt(_M_TOP_PAD, 1 << 28)
         return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Let glibc keep at most ``arenas`` malloc arenas for all threads. By default each thread that allocates gets
+    one of its own (up to 8 per core), and what is freed in it stays there: a server whose many short-lived threads
+    each parse an upload grows with every batch of concurrent requests. Call before starting threads. Returns
+    whether the setting took effect (False off glibc)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    try:
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False
 

@@ -247,6 +247,9 @@ def _serve(args: argparse.Namespace, device: str, key: str | None, logins: tuple
         )
 
     from ..app.models import Cutter, ModelCache
+    from ..memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # the web server's threads parse uploads: each would otherwise keep an arena of its own
 
     models = ModelCache(args.weights, args.depth_model, device, args.precision, args.input_size)
     models.preload()
