@@ -87,6 +87,25 @@ def test_second_run_uses_cached_masks(folders, tmp_path, monkeypatch):
     assert second == pytest.approx(first, rel=1e-9)  # OpenCV may round the blur differently in the last bits
 
 
+def test_cache_gives_the_mask_without_decoding_it(tmp_path):
+    gt = synthetic_pair(3, 96, 128)[1]
+    path = tmp_path / "mask.png"
+    cv2.imwrite(str(path), gt)
+    cache, decoded = metrics.MaskCache(tmp_path / "cache"), []
+
+    def decode():
+        decoded.append(path)
+        return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 128
+
+    first_mask, first = cache.read(path, decode)
+    mask, data = cache.read(path, decode)
+    assert len(decoded) == 1 and mask.dtype == bool and np.array_equal(mask, gt > 128)
+    assert np.array_equal(data.skeleton, first.skeleton) and np.array_equal(data.band_codes, first.band_codes)
+    (entry,) = (tmp_path / "cache").iterdir()
+    np.savez_compressed(entry, shape=np.array(gt.shape), skeleton=np.packbits(first.skeleton))  # an older entry
+    assert np.array_equal(cache.read(path, decode)[0], first_mask) and len(decoded) == 2
+
+
 def test_resized_predictions(folders, tmp_path, capsys):
     pred_dir, gt_dir, pairs = folders
     small = tmp_path / "small"
