@@ -446,7 +446,8 @@ def hce(pred: np.ndarray, gt: np.ndarray, gt_skeleton: np.ndarray) -> int:
 def _control_points(boundaries: list[np.ndarray]) -> int:
     """Vertices of the boundaries simplified by Ramer-Douglas-Peucker (epsilon 2.0), as OpenCV counts them."""
     # a stretch of one or two points keeps them all: skip OpenCV's call for those
-    return sum(len(b) if len(b) <= 2 else len(cv2.approxPolyDP(b, HCE_EPSILON, False)) for b in boundaries)
+    approx = cv2.approxPolyDP
+    return sum(n if (n := len(b)) <= 2 else len(approx(b, HCE_EPSILON, False)) for b in boundaries)
 
 
 def _region_of_contour(hierarchy: np.ndarray) -> np.ndarray:
@@ -499,16 +500,18 @@ def _conditional_boundaries(mask: np.ndarray, condition: np.ndarray) -> tuple[li
     k = np.concatenate([keep, [False]])
     run_start = np.flatnonzero(k & (breaks | ~np.concatenate([[False], k[:-1]])))
     run_end = np.flatnonzero(k[:-1] & (breaks[1:] | ~k[1:])) + 1
+    if not run_start.size:
+        return [], int(independent)
     boundaries = [pts[a:b] for a, b in zip(run_start, run_end)]
     # a contour's last stretch absorbs its first when their ends are 8-neighbours (not the same pixel)
     contour_of_run = contour_of_point[run_start]
     first = np.flatnonzero(np.diff(contour_of_run, prepend=-1) != 0)
     last = np.append(first[1:], len(run_start)) - 1
-    for head, tail in zip(first, last):
-        if tail > head and np.abs(boundaries[head][0] - boundaries[tail][-1]).max() == 1:
-            boundaries[tail] = np.concatenate([boundaries[tail], boundaries[head][::-1]])
-            boundaries[head] = None
-    return [b[:, None, :].astype(np.int32) for b in boundaries if b is not None], int(independent)
+    joined = (last > first) & (np.abs(pts[run_start[first]] - pts[run_end[last] - 1]).max(axis=1) == 1)
+    for head, tail in zip(first[joined], last[joined]):
+        boundaries[tail] = np.concatenate([boundaries[tail], boundaries[head][::-1]])
+        boundaries[head] = None
+    return [b[:, None, :] for b in boundaries if b is not None], int(independent)  # int32 (N, 1, 2), as OpenCV's
 
 
 # --------------------------------------------------------------------------------------------------- image
