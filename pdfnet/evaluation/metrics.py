@@ -409,12 +409,17 @@ def _weighted_false_positives(pred_u8: np.ndarray, gt: np.ndarray, lv: _Levels) 
     # OpenCV's exact Euclidean distance in float32: its square rounds back to the integer d^2 far beyond the
     # distances where the importance is not yet 2.0 (checked against scipy in the tests)
     dist = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    squared = cv2.multiply(dist, dist, dtype=cv2.CV_32S)  # rounded to the nearest integer
-    np.minimum(squared, _IMPORTANCE.size - 1, out=squared)
-    # over the whole image, without selecting pixels (a gather costs more than the products it saves): the
-    # importance is 0 on the object (d = 0) and the error 0 at the lowest level, so those terms add exact zeros
-    error = cv2.LUT(pred_u8, lv.values)
-    return float(np.dot(error.ravel(), _IMPORTANCE.take(squared).ravel()))
+    # summed over every pixel, without selecting the erring ones (a gather costs more than the products it
+    # saves): the importance is 0 on the object (d = 0) and the error 0 at the lowest level, so those terms add
+    # exact zeros; in strips of 2^21 pixels, whose float64 buffers (16 MiB) stay under glibc's mapping limit
+    # and are reused instead of mapped and zeroed anew
+    total, rows = 0.0, max(1, (1 << 21) // gt.shape[1])
+    for top in range(0, gt.shape[0], rows):
+        d = dist[top : top + rows]
+        squared = cv2.multiply(d, d, dtype=cv2.CV_32S)  # rounded to the nearest integer
+        importance = _IMPORTANCE.take(squared, mode="clip")  # d^2 past the table: 2.0, its last entry
+        total += float(np.dot(cv2.LUT(pred_u8[top : top + rows], lv.values).ravel(), importance.ravel()))
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------- HCE
