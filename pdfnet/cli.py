@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     from .memory import keep_freed_memory
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] != ["evaluate"]:
-        # before anything allocates: PyTorch reads the switch at its first CPU allocation. The scorer alone
-        # runs without PyTorch (importing it takes 1.5-3.6 s, more than a cached run's scoring of a split)
+    if argv and argv[0] in COMMANDS and argv[0] != "evaluate":
+        # before anything allocates: PyTorch reads the switch at its first CPU allocation. The scorer and the
+        # help run without PyTorch (importing it takes seconds, more than a cached run's scoring of a split)
         from .model.fastpath import use_huge_pages
 
         use_huge_pages()

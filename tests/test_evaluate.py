@@ -63,6 +63,8 @@ def test_scoring_runs_without_torch(folders, tmp_path):
     script = [sys.executable, str(ROOT / "metric_tools" / "evaluate.py")]
     result = subprocess.run(script + ["--help"], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and "--pred" in result.stdout, result.stderr
+    result = subprocess.run([sys.executable, "-m", "pdfnet", "--help"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "evaluate" in result.stdout, result.stderr
     flags = ["--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "r.json"), "--workers", "2"]
     result = subprocess.run(script + flags + ["--no-cache"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
