@@ -32,9 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns its exit status."""
     from .memory import keep_freed_memory
-    from .model.fastpath import use_huge_pages
 
-    use_huge_pages()  # before anything allocates: PyTorch reads the switch at its first CPU allocation
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS and argv[0] != "evaluate":
+        # before anything allocates: PyTorch reads the switch at its first CPU allocation. The scorer and the
+        # help run without PyTorch (importing it takes seconds, more than a cached run's scoring of a split)
+        from .model.fastpath import use_huge_pages
+
+        use_huge_pages()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after other flags (argparse takes positionals in one run only)

@@ -52,6 +52,30 @@ def test_cli_writes_json_csv_and_plot(folders, tmp_path):
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
+def test_scoring_runs_without_torch(folders, tmp_path):
+    """metric_tools/evaluate.py's help and a whole scoring run (its worker process included) never import torch:
+    a stand-in ``torch`` first on the path fails any import of it."""
+    pred_dir, gt_dir, _ = folders
+    blocker = tmp_path / "blocker" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise AssertionError('the scorer imported torch')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker.parent), str(ROOT)]))
+    script = [sys.executable, str(ROOT / "metric_tools" / "evaluate.py")]
+    result = subprocess.run(script + ["--help"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "--pred" in result.stdout, result.stderr
+    result = subprocess.run([sys.executable, "-m", "pdfnet", "--help"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "evaluate" in result.stdout, result.stderr
+    flags = ["--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "r.json"), "--workers", "2"]
+    result = subprocess.run(script + flags + ["--no-cache"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 4
+    # the precision names the options list without importing runtime are runtime's
+    from pdfnet.commands.options import PRECISION_NAMES
+    from pdfnet.runtime import PRECISIONS
+
+    assert PRECISION_NAMES == tuple(PRECISIONS)
+
+
 def test_second_run_uses_cached_masks(folders, tmp_path, monkeypatch):
     pred_dir, gt_dir, _ = folders
     first, _ = evaluate_predictions(pred_dir, gt_dir, workers=1, cache_dir=tmp_path / "cache", progress=False)
@@ -63,6 +87,25 @@ def test_second_run_uses_cached_masks(folders, tmp_path, monkeypatch):
     monkeypatch.setattr(metrics, "compute_mask_data", fail)
     second, _ = evaluate_predictions(pred_dir, gt_dir, workers=1, cache_dir=tmp_path / "cache", progress=False)
     assert second == pytest.approx(first, rel=1e-9)  # OpenCV may round the blur differently in the last bits
+
+
+def test_cache_gives_the_mask_without_decoding_it(tmp_path):
+    gt = synthetic_pair(3, 96, 128)[1]
+    path = tmp_path / "mask.png"
+    cv2.imwrite(str(path), gt)
+    cache, decoded = metrics.MaskCache(tmp_path / "cache"), []
+
+    def decode():
+        decoded.append(path)
+        return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 128
+
+    first_mask, first = cache.read(path, decode)
+    mask, data = cache.read(path, decode)
+    assert len(decoded) == 1 and mask.dtype == bool and np.array_equal(mask, gt > 128)
+    assert np.array_equal(data.skeleton, first.skeleton) and np.array_equal(data.band_codes, first.band_codes)
+    (entry,) = (tmp_path / "cache").iterdir()
+    np.savez_compressed(entry, shape=np.array(gt.shape), skeleton=np.packbits(first.skeleton))  # an older entry
+    assert np.array_equal(cache.read(path, decode)[0], first_mask) and len(decoded) == 2
 
 
 def test_resized_predictions(folders, tmp_path, capsys):

@@ -158,6 +158,15 @@ def test_histograms_count_exactly_past_float32():
     assert counts[0] == image.size - 1 and counts[3] == 1 and counts.dtype == np.int64
 
 
+def test_level_histograms_count_exactly_past_float32():
+    image = np.zeros((4200, 4100), np.uint8)
+    image[0, 0] = 3
+    mask = np.zeros(image.shape, bool)
+    mask[:, :2] = True  # 8400 pixels inside, one of them at level 3
+    outside, inside = metrics.level_histograms(image, mask)
+    assert inside[0] == 8399 and inside[3] == 1 and outside[0] == image.size - 8400 and outside[3] == 0
+
+
 def test_png_fast_path_reads_what_pillow_reads(tmp_path):
     from PIL import Image
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime import PRECISIONS
+# runtime.PRECISIONS' names, written out: runtime imports torch, and ``pdfnet evaluate`` (which parses these
+# options too) runs without it (tests/test_evaluate.py checks both agree)
+PRECISION_NAMES = ("fp32", "fp16", "bf16")
 
 
 def _checked_int(check, expected: str, doc: str):
@@ -43,4 +45,4 @@ def _int(text: str) -> int:
 
 def add_device_options(parser: argparse.ArgumentParser, precision_default: str = "fp32") -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default=precision_default)
+    parser.add_argument("--precision", choices=list(PRECISION_NAMES), default=precision_default)

@@ -78,14 +78,13 @@ def _score_pair(args: tuple[Pair, str | None]) -> tuple[ImageScores | None, str 
     """(scores, error message, resized) for one pair; runs in a worker process."""
     pair, cache_dir = args
     try:
-        gt = read_map(pair.gt)
+        gt, mask_data = MaskCache(cache_dir).read(pair.gt, lambda: read_map(pair.gt) > 128)
         pred = read_map(pair.pred)
     except ImageReadError as e:
         return None, str(e), False
     resized = pred.shape != gt.shape
     if resized:  # bilinear to the mask's size
         pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
-    mask_data = MaskCache(cache_dir).get(pair.gt, gt > 128)
     return score_image(pred, gt, mask_data, name=pair.name), None, resized
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,24 +76,38 @@ class MaskCache:
             self.folder.mkdir(parents=True, exist_ok=True)
 
     def get(self, gt_path: str | os.PathLike, gt: np.ndarray) -> MaskData:
-        if self.folder is None:
-            return compute_mask_data(gt)
-        key = hashlib.sha1(Path(gt_path).read_bytes()).hexdigest()
+        """The data of the mask file ``gt_path``, whose binarised pixels ``gt`` ((H, W) bool) are."""
+        return self.read(gt_path, lambda: gt)[1]
+
+    def read(self, gt_path: str | os.PathLike, decode: Callable[[], np.ndarray]) -> tuple[np.ndarray, MaskData]:
+        """The binarised mask ((H, W) bool) of the file ``gt_path`` and its data: both from the cache when it
+        holds them (a mask read back from its packed bits costs a few ms, decoding its PNG 15-25 ms at DIS
+        sizes), else the mask from ``decode()`` and its data computed and cached."""
+        try:
+            key = None if self.folder is None else hashlib.sha1(Path(gt_path).read_bytes()).hexdigest()
+        except OSError:  # unreadable: ``decode`` says why
+            key = None
+        if key is None:
+            gt = decode()
+            return gt, compute_mask_data(gt)
         path = self.folder / f"{key}.npz"
         if path.exists():
             try:
                 with np.load(path) as f:
                     shape = tuple(f["shape"])
-                    skeleton = np.unpackbits(f["skeleton"])[: shape[0] * shape[1]].reshape(shape).astype(bool)
-                    return MaskData(skeleton, f["band_codes"])
-            except (OSError, ValueError, KeyError):  # a damaged entry is recomputed
+                    gt, skeleton = (np.unpackbits(f[k], count=shape[0] * shape[1]).reshape(shape) for k in _BITS)
+                    return gt.view(bool), MaskData(skeleton.view(bool), f["band_codes"])
+            except (OSError, ValueError, KeyError):  # a damaged entry (or one from an older version) is redone
                 pass
+        gt = decode()
         data = compute_mask_data(gt)
+        packed = {"mask": np.packbits(gt), "skeleton": np.packbits(data.skeleton)}
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(
-                f, shape=np.array(gt.shape), skeleton=np.packbits(data.skeleton), band_codes=data.band_codes
-            )
-        return data
+            np.savez_compressed(f, shape=np.array(gt.shape), band_codes=data.band_codes, **packed)
+        return gt, data
+
+
+_BITS = ("mask", "skeleton")  # the cache's arrays of bits
 
 
 # ------------------------------------------------------------------------------------------------ per image
@@ -139,9 +154,14 @@ def histogram(image_u8: np.ndarray, mask: np.ndarray | None = None) -> np.ndarra
 
 
 def level_histograms(pred_u8: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel counts per 8-bit level outside (first) and inside (second) the mask."""
-    inside = histogram(pred_u8, gt)
-    return histogram(pred_u8) - inside, inside
+    """Pixel counts per 8-bit level outside (first) and inside (second) the mask, in one pass (OpenCV's joint
+    histogram of the prediction and the mask, counted in float32: exact below 2^24 per call)."""
+    counts = np.zeros((256, 2), np.int64)
+    rows = max(1, (1 << 24) // max(pred_u8.shape[1], 1))
+    for r in range(0, pred_u8.shape[0], rows):
+        part = [pred_u8[r : r + rows], gt[r : r + rows].view(np.uint8)]
+        counts += cv2.calcHist(part, [0, 1], None, [256, 2], [0, 256, 0, 2]).astype(np.int64)
+    return counts[:, 0], counts[:, 1]
 
 
 @dataclass
@@ -353,24 +373,26 @@ def _weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, lv:
     # pixel taking the error of its nearest object pixel. Per pixel, the level whose error the blur reads: its
     # own on the object, its nearest object pixel's in the band, elsewhere one of error exactly 0 (value 1: the
     # maximum level, or 255 for a constant prediction)
-    spread = np.full(gt.shape, np.flatnonzero(lv.values == 1.0)[0], np.uint8)
-    np.copyto(spread, pred_u8, where=gt)
+    own = np.full(gt.shape, np.flatnonzero(lv.values == 1.0)[0], np.uint8)  # the object's levels, error 0 elsewhere
+    np.copyto(own, pred_u8, where=gt)
+    spread = own.copy()
     band = np.flatnonzero(band_codes.ravel() != 0)
     dy, dx = decode_offset(band_codes.ravel()[band])
     spread.ravel()[band] = pred_u8.ravel()[band + dy * gt.shape[1] + dx]
-    # blurred in strips of rows (small buffers, reused), over the object's box grown by the band
+    # blurred in strips of rows (small buffers, reused), over the object's box grown by the band; min(EA, E)
+    # summed over every pixel of the strip, without selecting the object's: elsewhere it is min(EA >= 0, 0) = 0
     rows, cols = _object_box(gt, BAND)
     g = _gauss_1d()
-    ew_fg, fg = 0.0, 0
+    ew_fg = 0.0
     for top in range(rows.start, rows.stop, _STRIP):
         bottom = min(top + _STRIP, rows.stop)
         first, last = max(top - BAND, rows.start), min(bottom + BAND, rows.stop)  # the rows the blur reads
-        Et = cv2.LUT(spread[first:last, cols], error_in)
-        EA = cv2.sepFilter2D(Et, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
-        inside = gt[top:bottom, cols]
-        ew = np.minimum(EA[top - first : bottom - first][inside], Et[top - first : bottom - first][inside])
-        ew_fg += ew.sum()
-        fg += ew.size
+        EA = cv2.sepFilter2D(
+            cv2.LUT(spread[first:last, cols], error_in), cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT
+        )
+        E = cv2.LUT(own[top:bottom, cols], error_in)
+        ew_fg += float(cv2.min(EA[top - first : bottom - first], E).sum())
+    fg = int(lv.fg.sum())
     # outside it is E with importance B = 2 - 0.5^(d / 5), d the Euclidean distance to the object
     fpw = _weighted_false_positives(pred_u8, gt, lv)
     tpw = fg - ew_fg
@@ -380,18 +402,24 @@ def _weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, lv:
 
 
 def _weighted_false_positives(pred_u8: np.ndarray, gt: np.ndarray, lv: _Levels) -> float:
-    """The sum over background pixels of E * (2 - 0.5^(d / 5)), over those with an error only."""
+    """The sum over background pixels of E * (2 - 0.5^(d / 5))."""
     erring = int(np.argmax(lv.values > 0))  # the lowest level with an error outside the object
     if not lv.values[erring] > 0 or not lv.bg[erring:].any():
         return 0.0
     # OpenCV's exact Euclidean distance in float32: its square rounds back to the integer d^2 far beyond the
     # distances where the importance is not yet 2.0 (checked against scipy in the tests)
     dist = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    where = (pred_u8 >= erring) & ~gt
-    d = dist[where].reshape(-1, 1)  # a column: OpenCV reads short 1-D arrays as scalars
-    squared = cv2.multiply(d, d, dtype=cv2.CV_32S).ravel()  # rounded to the nearest integer
-    np.minimum(squared, _IMPORTANCE.size - 1, out=squared)
-    return float(np.dot(lv.values[pred_u8[where]], _IMPORTANCE[squared]))
+    # summed over every pixel, without selecting the erring ones (a gather costs more than the products it
+    # saves): the importance is 0 on the object (d = 0) and the error 0 at the lowest level, so those terms add
+    # exact zeros; in strips of 2^21 pixels, whose float64 buffers (16 MiB) stay under glibc's mapping limit
+    # and are reused instead of mapped and zeroed anew
+    total, rows = 0.0, max(1, (1 << 21) // gt.shape[1])
+    for top in range(0, gt.shape[0], rows):
+        d = dist[top : top + rows]
+        squared = cv2.multiply(d, d, dtype=cv2.CV_32S)  # rounded to the nearest integer
+        importance = _IMPORTANCE.take(squared, mode="clip")  # d^2 past the table: 2.0, its last entry
+        total += float(np.dot(cv2.LUT(pred_u8[top : top + rows], lv.values).ravel(), importance.ravel()))
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------- HCE
@@ -423,7 +451,8 @@ def hce(pred: np.ndarray, gt: np.ndarray, gt_skeleton: np.ndarray) -> int:
 def _control_points(boundaries: list[np.ndarray]) -> int:
     """Vertices of the boundaries simplified by Ramer-Douglas-Peucker (epsilon 2.0), as OpenCV counts them."""
     # a stretch of one or two points keeps them all: skip OpenCV's call for those
-    return sum(len(b) if len(b) <= 2 else len(cv2.approxPolyDP(b, HCE_EPSILON, False)) for b in boundaries)
+    approx = cv2.approxPolyDP
+    return sum(n if (n := len(b)) <= 2 else len(approx(b, HCE_EPSILON, False)) for b in boundaries)
 
 
 def _region_of_contour(hierarchy: np.ndarray) -> np.ndarray:
@@ -476,24 +505,27 @@ def _conditional_boundaries(mask: np.ndarray, condition: np.ndarray) -> tuple[li
     k = np.concatenate([keep, [False]])
     run_start = np.flatnonzero(k & (breaks | ~np.concatenate([[False], k[:-1]])))
     run_end = np.flatnonzero(k[:-1] & (breaks[1:] | ~k[1:])) + 1
+    if not run_start.size:
+        return [], int(independent)
     boundaries = [pts[a:b] for a, b in zip(run_start, run_end)]
     # a contour's last stretch absorbs its first when their ends are 8-neighbours (not the same pixel)
     contour_of_run = contour_of_point[run_start]
     first = np.flatnonzero(np.diff(contour_of_run, prepend=-1) != 0)
     last = np.append(first[1:], len(run_start)) - 1
-    for head, tail in zip(first, last):
-        if tail > head and np.abs(boundaries[head][0] - boundaries[tail][-1]).max() == 1:
-            boundaries[tail] = np.concatenate([boundaries[tail], boundaries[head][::-1]])
-            boundaries[head] = None
-    return [b[:, None, :].astype(np.int32) for b in boundaries if b is not None], int(independent)
+    joined = (last > first) & (np.abs(pts[run_start[first]] - pts[run_end[last] - 1]).max(axis=1) == 1)
+    for head, tail in zip(first[joined], last[joined]):
+        boundaries[tail] = np.concatenate([boundaries[tail], boundaries[head][::-1]])
+        boundaries[head] = None
+    return [b[:, None, :] for b in boundaries if b is not None], int(independent)  # int32 (N, 1, 2), as OpenCV's
 
 
 # --------------------------------------------------------------------------------------------------- image
 
 
 def score_image(pred_u8: np.ndarray, gt_u8: np.ndarray, mask_data: MaskData, name: str = "") -> ImageScores:
-    """Every metric of one image: ``pred_u8`` and ``gt_u8`` (H, W) uint8 of the same size."""
-    gt = gt_u8 > 128
+    """Every metric of one image: ``pred_u8`` (H, W) uint8 and ``gt_u8`` its (H, W) uint8 mask, or the mask
+    already binarised ((H, W) bool, as :meth:`MaskCache.read` gives it)."""
+    gt = gt_u8 if gt_u8.dtype == bool else gt_u8 > 128
     lv = _levels(pred_u8, gt)
     precision, recall, fm, em = _curves(lv)
     adp_fm, adp_em = _adaptive_scores(lv, pred_u8)
