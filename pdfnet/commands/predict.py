@@ -183,6 +183,11 @@ def _run(args: argparse.Namespace, rt: Runtime) -> int:
         if not mine:
             return 0, failed
         predictor = _load_predictor(args, str(rt.device) if rt.distributed else args.device)
+        if not predictor.uses_depth and rt.is_main:
+            ignored = ", --depth is not read" if args.depth else ""
+            print(
+                f"note: an RGB-only PDFNet (model.use_depth=false): no depth model is loaded{ignored}", file=sys.stderr
+            )
         images = [p for p in mine if not is_video(p)]
         written = _predict_images(predictor, images, plan, args, failed, rt.is_main) if images else 0
         for path in (p for p in mine if is_video(p)):
@@ -235,7 +240,7 @@ def _predict_images(
         for path in todo[start : start + args.batch_size]:
             try:
                 image = read_image(path)
-                depth = _read_depth(args.depth, path, image.shape) if args.depth else None
+                depth = _read_depth(args.depth, path, image.shape) if args.depth and predictor.uses_depth else None
                 if depth is None and predictor.depth_estimator is not None:
                     predictor.depth_estimator.input_shape(image)  # refuse unusable shapes up front
             except PDFNetError as e:
@@ -276,7 +281,7 @@ def _predict_video(
     from ..inference.foreground import refine_foreground
     from ..video import MaskVideoWriter, RgbaVideoWriter, open_video
 
-    if args.depth:
+    if args.depth and predictor.uses_depth:
         raise InputError(f"{path} is a video: --depth maps are for images; leave --depth out to use the depth model")
     with ExitStack() as stack:  # on an error the writers, left first, delete their temporary files
         reader = stack.enter_context(open_video(path))

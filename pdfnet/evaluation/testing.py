@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.layout import dataset_of, find_by_stem, find_split
-from ..distributed import Runtime, all_ranks, held_by_main, on_main, shard
+from ..distributed import Runtime, all_ranks, everywhere, held_by_main, on_main, shard
 from ..errors import DatasetError
 from ..inference.predictor import Predictor
 from ..io import FolderLock, check_writable_folder, read_gray, read_image, write_image_atomic, write_text_atomic
@@ -29,14 +29,16 @@ TABLE_KEYS = ("maxFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "HCE")
 TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
 
-def _split_files(root: str | os.PathLike, spec: str, depth_folder: str) -> list[tuple[Path, Path]]:
-    """(image, depth map) of every image of a split.
+def _split_files(root: str | os.PathLike, spec: str, depth_folder: str | None) -> list[tuple[Path, Path | None]]:
+    """(image, depth map) of every image of a split; (image, None) without a depth folder (an RGB-only model).
 
     Raises:
         DatasetError: an image has no depth map; the message names the command that makes them.
     """
     split = find_split(root, spec)
     images = split.image_files()
+    if depth_folder is None:
+        return [(p, None) for p in images]
     depth_dir = split.depth_dir(depth_folder)
     depths = [find_by_stem(depth_dir, p.stem) for p in images]
     missing = [p.name for p, d in zip(images, depths) if d is None]
@@ -50,17 +52,18 @@ def _split_files(root: str | os.PathLike, spec: str, depth_folder: str) -> list[
 
 
 class _SplitImages(Dataset):
-    """(stem, image (H, W, 3) uint8, depth map (h, w) uint8) of each (image, depth map) pair, read in loader
-    workers."""
+    """(stem, image (H, W, 3) uint8, depth map (h, w) uint8 or None) of each (image, depth map) pair, read in
+    loader workers."""
 
-    def __init__(self, files: list[tuple[Path, Path]]) -> None:
+    def __init__(self, files: list[tuple[Path, Path | None]]) -> None:
         self.images, self.depths = [i for i, _ in files], [d for _, d in files]
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[str, np.ndarray, np.ndarray]:
-        return self.images[index].stem, read_image(self.images[index]), read_gray(self.depths[index])
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray, np.ndarray | None]:
+        depth = self.depths[index]
+        return self.images[index].stem, read_image(self.images[index]), None if depth is None else read_gray(depth)
 
 
 def _columns(batch: list[tuple]) -> list[tuple]:
@@ -79,9 +82,11 @@ def predict_split(
     files: list[tuple[Path, Path]] | None = None,
 ) -> int:
     """Write the 8-bit prediction of every image of ``split`` into ``out_dir`` as ``<stem>.png``; returns how
-    many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem). Under ``torchrun``
+    many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem; none are read for an
+    RGB-only network). Under ``torchrun``
     (``rt``), this process's share of ``files`` (the split's (image, depth map) pairs as rank 0 listed them)."""
-    files = files if files is not None else _split_files(data_root, split, depth_folder)
+    folder = depth_folder if predictor.uses_depth else None
+    files = files if files is not None else _split_files(data_root, split, folder)
     mine = shard(files, rt) if rt is not None else files
     loader = DataLoader(_SplitImages(mine), batch_size=batch_size, num_workers=num_workers, collate_fn=_columns)
     show = rt is None or rt.is_main
@@ -132,6 +137,9 @@ def run_test(
     """
     o = options or TestOptions()
     rt = rt or Runtime(resolve_device(o.device))
+    # the network first: whether it reads depth maps decides which files the splits need
+    model = everywhere(lambda: load_pdfnet(checkpoint, variant=o.variant), rt)
+    depth_folder = o.depth_folder if model.use_depth else None
 
     def check() -> tuple[Path, dict, dict]:
         folder, found, files = check_writable_folder(out), {}, {}
@@ -141,14 +149,13 @@ def run_test(
                 raise DatasetError(
                     f"two splits named {split.name} ({found[split.name].spec}, {spec}): their results would mix"
                 )
-            files[split.name] = _split_files(data_root, spec, o.depth_folder)
+            files[split.name] = _split_files(data_root, spec, depth_folder)
             found[split.name] = split
         return folder, found, files
 
     out, found, files = on_main(check, rt)  # rank 0's view of the files, for every process
 
     def predict_all() -> str:
-        model = load_pdfnet(checkpoint, variant=o.variant)
         predictor = Predictor(model, None, device=rt.device, precision=o.precision, input_size=o.input_size, tta=o.tta)
         for name, split in found.items():
             pred_dir = out / "preds" / name
