@@ -19,6 +19,7 @@ from pdfnet.data.dataset import SegmentationDataset, augment_sample, collate
 from pdfnet.model.checkpoint import init_from_checkpoint
 from pdfnet.model.fusion import FSE
 from pdfnet.model.layers import resize_like
+from pdfnet.provenance import read_options
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -283,6 +284,47 @@ def test_rgb_only_trains_tests_and_predicts_without_any_depth_map(tmp_path):
     tested = subprocess.run(test, capture_output=True, text=True, cwd=ROOT)
     assert tested.returncode == 0, tested.stderr
     assert "| DIS-VD |" in (tmp_path / "test" / "results.md").read_text()
+    # the outputs record that no depth was read (a rerun compares these records)
+    for made in (tmp_path / "pred" / "DIS-VD_0.png", *(tmp_path / "test" / "preds" / "DIS-VD").glob("*.png")):
+        assert read_options(made)["depth"] == "none (RGB-only)", made
+    predict = [sys.executable, "-m", "pdfnet", "predict", str(root / "DIS-VD" / "images" / "DIS-VD_0.jpg")]
+    predict += ["--weights", str(checkpoint), "--format", "mask", "--out", str(tmp_path / "pred")]
+    predict += ["--input-size", "256", "--depth-model", str(tmp_path / "no-depth-model")]
+    again = subprocess.run(predict, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0 and "already exist" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("config", ABLATIONS, ids=lambda p: p.stem)
+def test_every_ablation_takes_a_training_step_and_its_checkpoint_predicts(config, tmp_path):
+    """The fast sibling of the one-epoch test below: each file's network, data and loss, through the engine's
+    own training loop for one step on the tiny architecture, then its checkpoint predicting."""
+    from pdfnet.distributed import Runtime
+    from pdfnet.training.checkpointing import save_checkpoint
+    from pdfnet.training.engine import build_loader, build_training_model, train_one_epoch
+
+    cfg = load_config(config, tiny_overrides(512 if config.stem == "grid16" else 256))
+    depths = DEPTH_FOLDERS if cfg.model.use_depth else ()  # an RGB-only run has none to find
+    root = make_toy_dis5k(tmp_path / "data", splits=("DIS-TR",), n=2, depths=depths)
+    cfg = config_from_dict({**to_dict(cfg), "data": {**to_dict(cfg)["data"], "root": str(root)}})
+    rt = Runtime(torch.device("cpu"))
+    model = build_training_model(cfg, rt)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = build_loader(cfg, rt, ["DIS-TR"], train=True)
+    batch = next(iter(loader))
+    assert ("depth" in batch) == cfg.model.use_depth
+    assert ("depth_target" in batch) == (cfg.loss.integrity_prior or cfg.model.depth_head)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    totals, _ = train_one_epoch(model, loader, optimizer, scaler, cfg, rt, 0, None)
+    assert (totals["integrity"] > 0) == cfg.loss.integrity_prior and (totals["depth"] > 0) == cfg.model.depth_head
+    assert not torch.equal(model.decoder.stream_mix[0].conv.weight, before["decoder.stream_mix.0.conv.weight"])
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(cfg)}, path)
+    predictor = Predictor.from_checkpoint(path, device="cpu", depth_model=None, input_size=cfg.data.input_size)
+    assert predictor.model.switches() == {k: getattr(cfg.model, k) for k in predictor.model.switches()}
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    depth = None if not cfg.model.use_depth else np.full((60, 80), 128, np.uint8)
+    assert predictor.predict_mask(image, depth).shape == (60, 80)
 
 
 @pytest.mark.slow
@@ -323,3 +365,17 @@ def test_ablation_table_script_counts_what_runs():
         rows["grid4"]["params_train"] == full["params_train"]
         and rows["grid4"]["gflops_predict"] != full["gflops_predict"]
     )
+
+
+def test_rgb_only_server_loads_no_depth_model(tmp_path):
+    from pdfnet.app.models import ModelCache
+
+    cfg = tiny_run_config(use_depth=False, depth_head=False)
+    path = save_ours(build_pdfnet(cfg.model), cfg, tmp_path / "rgb.pt")
+    # a depth model that cannot be had: the server's start (preload) would fail if it were loaded
+    models = ModelCache(str(path), str(tmp_path / "nowhere"), "cpu", input_size=256)
+    models.preload()
+    predictor = models.predictor()
+    assert predictor.depth_estimator is None and not predictor.uses_depth
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    assert predictor.predict_mask(image).shape == (40, 50)

@@ -122,7 +122,8 @@ class ModelCache:
             raise InputError(f"unknown depth model {depth!r}; choose one of {', '.join(self.depth_sources)}")
         with self._lock:
             network = self._load_weights(weights).model
-            estimator = self._load_depth(depth)
+            # an RGB-only network (model.use_depth=false) reads no depth: no depth model is loaded for it
+            estimator = self._load_depth(depth) if getattr(network, "use_depth", True) else None
         return Predictor(
             network, estimator, device=self.device, precision=self.precision, input_size=self.input_size, tta=tta
         )

@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from ..data.layout import dataset_of, find_by_stem, find_split
 from ..distributed import Runtime, all_ranks, everywhere, held_by_main, on_main, shard
-from ..errors import DatasetError
+from ..errors import DatasetError, OutputError
 from ..inference.predictor import Predictor
 from ..io import FolderLock, check_writable_folder, read_gray, read_image, write_image_atomic, write_text_atomic
 from ..model.checkpoint import load_pdfnet
+from ..provenance import make_record, report_lines, sort_existing
 from ..runtime import resolve_device
 from .folders import evaluate_predictions, write_results
 
@@ -80,11 +81,12 @@ def predict_split(
     num_workers: int = 2,
     rt: Runtime | None = None,
     files: list[tuple[Path, Path]] | None = None,
+    record: dict[str, str] | None = None,
 ) -> int:
     """Write the 8-bit prediction of every image of ``split`` into ``out_dir`` as ``<stem>.png``; returns how
     many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem; none are read for an
-    RGB-only network). Under ``torchrun``
-    (``rt``), this process's share of ``files`` (the split's (image, depth map) pairs as rank 0 listed them)."""
+    RGB-only network). Under ``torchrun`` (``rt``), this process's share of ``files`` (the split's (image, depth
+    map) pairs as rank 0 listed them). ``record`` (what made them: :mod:`pdfnet.provenance`) is stored in every PNG."""
     folder = depth_folder if predictor.uses_depth else None
     files = files if files is not None else _split_files(data_root, split, folder)
     mine = shard(files, rt) if rt is not None else files
@@ -93,7 +95,7 @@ def predict_split(
     written = 0
     for names, images, depths in tqdm(loader, desc=f"predict {split}", unit="batch", disable=not show):
         for name, mask in zip(names, predictor.masks_from_maps(images, depths)):
-            write_image_atomic(out_dir / f"{name}.png", mask)
+            write_image_atomic(out_dir / f"{name}.png", mask, record)
             written += 1
     return written
 
@@ -112,6 +114,22 @@ class TestOptions:
     cache_dir: str | None = "default"
     depth_folder: str = "depth_large"
     loader_workers: int = 2
+    overwrite: bool = False
+
+    def record(self, checkpoint: str | os.PathLike, uses_depth: bool = True) -> dict[str, object]:
+        """The options that change a prediction, recorded in each (:mod:`pdfnet.provenance`); an RGB-only
+        network's (``uses_depth`` false) record no depth maps: it reads none."""
+        from ..provenance import fingerprint
+
+        name = os.fspath(checkpoint)
+        return {
+            "checkpoint": fingerprint(name) if os.path.isfile(name) else name,
+            "variant": self.variant or "auto",
+            "depth": self.depth_folder if uses_depth else "none (RGB-only)",
+            "input-size": self.input_size,
+            "tta": self.tta,
+            "precision": self.precision,
+        }
 
 
 def run_test(
@@ -151,11 +169,16 @@ def run_test(
                 )
             files[split.name] = _split_files(data_root, spec, depth_folder)
             found[split.name] = split
+        if not o.overwrite:  # a rerun predicts what is missing; predictions made otherwise would mix in the scores
+            files = _missing_predictions(folder, files, o.record(checkpoint, model.use_depth))
         return folder, found, files
 
     out, found, files = on_main(check, rt)  # rank 0's view of the files, for every process
+    record = make_record("test", o.record(checkpoint, model.use_depth))
 
     def predict_all() -> str:
+        if not any(files.values()):  # every prediction exists, made with these options: only score them
+            return model.variant
         predictor = Predictor(model, None, device=rt.device, precision=o.precision, input_size=o.input_size, tta=o.tta)
         for name, split in found.items():
             pred_dir = out / "preds" / name
@@ -169,6 +192,7 @@ def run_test(
                 o.loader_workers,
                 rt,
                 files[name],
+                record,
             )
         return model.variant
 
@@ -194,6 +218,27 @@ def run_test(
         # rank 0 scores; the others wait, so that all end alike (exit status included)
         results = on_main(score_all, rt)
     return results
+
+
+def _missing_predictions(
+    out: Path, files: dict[str, list[tuple[Path, Path]]], options: dict[str, object]
+) -> dict[str, list[tuple[Path, Path]]]:
+    """The (image, depth map) pairs of each split whose prediction is not in ``out/preds/<split>/`` yet.
+
+    Raises:
+        OutputError: some predictions there were made with other options (or hold no record of them): scored
+            with this run's, they would mix two models' results; one line per folder.
+    """
+    pairs = {
+        name: {out / "preds" / name / f"{image.stem}.png": (image, depth) for image, depth in split}
+        for name, split in files.items()
+    }
+    existing = sort_existing((target, options) for targets in pairs.values() for target in targets)
+    if existing.stale():
+        lines = report_lines(existing, "prediction", "they would be scored with this run's: --overwrite redoes them")
+        raise OutputError("; ".join(lines))
+    done = set(existing.same)
+    return {name: [pair for target, pair in targets.items() if target not in done] for name, targets in pairs.items()}
 
 
 def markdown_table(results: dict[str, dict], checkpoint: str, tta: bool, variant: str) -> str:
