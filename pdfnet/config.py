@@ -60,9 +60,22 @@ class ModelConfig:
         drop_path_rate: Swin stochastic depth, rising linearly to this over the blocks (0.1).
         pos_embed_grid: side of Swin's learned absolute position embedding (224 / 4 = 56).
         dim: channels of every decoder level (128).
-        grid: patch grid side of the fine-grained patch strategy (8, i.e. 8x8 patches).
-        depth_head: build the training-only depth refinement decoder (needed for the depth loss).
+        grid: patch grid side of the fine-grained patch strategy (8, i.e. 8x8 patches; the paper also tries 4
+            and 16).
+        depth_head: build the training-only depth refinement decoder and train it with its SILog loss.
         dropout: dropout inside the CoA cross-attention blocks (0.1).
+        use_depth: the pseudo-depth input (true). False makes an RGB-only PDFNet: no depth stream in the
+            encoder, no depth parts in FSE (its projection, its two CoA blocks, the integrity-prior gating), a
+            shallow branch over the image alone; it reads no depth map anywhere, so it needs
+            ``model.depth_head=false`` and ``loss.integrity_prior=false`` (refused otherwise).
+        use_patches: the fine-grained patch stream (true). False: no patch encoding, no patch parts in FSE (its
+            projection, the boundary-weighted patch selection, its two CoA blocks); the decoder keeps working
+            at the patch stream's resolution (twice the image stream's), the other streams upsampled to it.
+        use_coa: the four CoA cross-attentions inside every FSE (true). False: each FSE passes on its projected,
+            gated and weighted streams as they are, and only the stream-mixing convolution after it fuses them.
+
+    ``use_depth``, ``use_patches``, ``use_coa`` and ``grid`` are the ablation switches (:data:`SWITCHES`): a
+    checkpoint keeps them in its stored config, and loading it into a model with other values is refused.
     """
 
     variant: Variant = "cvpr"
@@ -76,6 +89,33 @@ class ModelConfig:
     grid: int = field(default=8, metadata=_POSITIVE)
     depth_head: bool = True
     dropout: float = field(default=0.1, metadata=_FRACTION)
+    use_depth: bool = True
+    use_patches: bool = True
+    use_coa: bool = True
+
+
+# The ModelConfig fields that switch parts of the network on and off (the paper's ablations) without changing the
+# sizes of the rest: a checkpoint can only be used by a model with the same values.
+SWITCHES: tuple[str, ...] = ("use_depth", "use_patches", "use_coa", "grid")
+
+
+def model_min_size(cfg: ModelConfig) -> int:
+    """Input sides must be multiples of this: with patches the coarsest patch level splits into the grid
+    (32 x grid); without, the half-size image reaches stride 32 (64)."""
+    return 32 * cfg.grid if cfg.use_patches else 64
+
+
+@dataclass
+class LossConfig:
+    """Which terms the training loss has (:func:`pdfnet.training.losses.pdfnet_loss`).
+
+    Attributes:
+        integrity_prior: the depth integrity-prior loss, weighted 1/2 (true). It needs depth targets, so an
+            RGB-only model (``model.use_depth=false``) must turn it off. The depth refinement head's SILog loss
+            comes and goes with the head (``model.depth_head``).
+    """
+
+    integrity_prior: bool = True
 
 
 @dataclass
@@ -185,6 +225,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     output_dir: str = "runs/pdfnet"
 
 
@@ -323,9 +364,11 @@ def check_config(cfg: Config) -> Config:
     m, d = cfg.model, cfg.data
     if len(m.depths) != len(m.num_heads):
         raise ConfigError(f"model.depths and model.num_heads differ in length ({len(m.depths)}, {len(m.num_heads)})")
-    multiple = 32 * m.grid
+    multiple = model_min_size(m)
     if d.input_size % multiple:
-        raise ConfigError(f"data.input_size: expected a multiple of {multiple} (32 x model.grid), got {d.input_size}")
+        why = "32 x model.grid" if m.use_patches else "without patches, the half-size image at stride 32"
+        raise ConfigError(f"data.input_size: expected a multiple of {multiple} ({why}), got {d.input_size}")
+    _check_switches(cfg)
     if not d.train_depths:
         raise ConfigError("data.train_depths: expected at least one depth folder")
     if not d.train_sets:
@@ -337,6 +380,28 @@ def check_config(cfg: Config) -> Config:
             f"checkpoint falls between optimiser updates; got {t.checkpoint_every}"
         )
     return cfg
+
+
+def _check_switches(cfg: Config) -> None:
+    """The ablation switches that need or exclude others."""
+    m = cfg.model
+    if not m.use_depth:
+        # refused rather than turned off by rule: a run's config says what it trains
+        depth_terms = [
+            k
+            for k, on in (("model.depth_head", m.depth_head), ("loss.integrity_prior", cfg.loss.integrity_prior))
+            if on
+        ]
+        if depth_terms:
+            raise ConfigError(
+                f"model.use_depth=false (an RGB-only PDFNet, which reads no depth maps) cannot train what learns "
+                f"from depth maps: set {' and '.join(f'{k}=false' for k in depth_terms)}"
+            )
+    if not m.use_patches and m.grid != ModelConfig.grid:
+        raise ConfigError(
+            f"model.grid={m.grid} has no effect without the patch stream (model.use_patches=false); leave it at "
+            f"{ModelConfig.grid}"
+        )
 
 
 def parse_override(text: str) -> dict:
@@ -367,7 +432,7 @@ def read_config_file(path: str | Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {e}") from e
     data = read_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (model, data, optim, train, output_dir)")
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, optim, train, loss, output_dir)")
     return data
 
 

@@ -112,7 +112,8 @@ class ModelCache:
         self.check_choices(weights, depth)
         with self._lock:
             network = self._load_weights(weights).model
-            estimator = self._load_depth(depth)
+            # an RGB-only network (model.use_depth=false) reads no depth: no depth model is loaded for it
+            estimator = self._load_depth(depth) if getattr(network, "use_depth", True) else None
         return Predictor(
             network, estimator, device=self.device, precision=self.precision, input_size=self.input_size, tta=tta
         )

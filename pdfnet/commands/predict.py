@@ -132,8 +132,19 @@ def check_sources(args: argparse.Namespace) -> None:
         download_weights(weights)
     elif not weights.endswith(".onnx"):  # a graph is checked by ONNX Runtime as it loads
         check_weight_file(weights)
-    if not args.depth:
+    if not args.depth and reads_depth(args):
         check_depth_model_source(args.depth_model)
+
+
+def reads_depth(args: argparse.Namespace) -> bool:
+    """Whether the network of ``--weights`` reads depth (false for an RGB-only checkpoint, whose outputs then
+    record no depth model and for which none is looked for or loaded), told without loading it."""
+    weights = args.weights or "base"
+    if weights.endswith(".onnx") or not Path(weights).is_file():  # published weights and graphs read depth
+        return True
+    from ..model.checkpoint import weights_read_depth
+
+    return weights_read_depth(weights)
 
 
 def _load_predictor(args: argparse.Namespace, device: str | None):
@@ -205,7 +216,12 @@ def output_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     from ..provenance import depth_model_identity, fingerprint
 
     weights = args.weights or "base"
-    depth = f"maps {Path(args.depth).resolve()}" if args.depth else f"model {depth_model_identity(args.depth_model)}"
+    if not reads_depth(args):
+        depth = "none (RGB-only)"
+    elif args.depth:
+        depth = f"maps {Path(args.depth).resolve()}"
+    else:
+        depth = f"model {depth_model_identity(args.depth_model)}"
     common = {
         "weights": fingerprint(weights) if Path(weights).is_file() else weights,
         "variant": args.variant or "auto",
@@ -262,6 +278,11 @@ def _run(args: argparse.Namespace, rt: Runtime) -> int:
         if not mine:
             return 0, failed
         predictor = _load_predictor(args, str(rt.device) if rt.distributed else args.device)
+        if not predictor.uses_depth and rt.is_main:
+            ignored = ", --depth is not read" if args.depth else ""
+            print(
+                f"note: an RGB-only PDFNet (model.use_depth=false): no depth model is loaded{ignored}", file=sys.stderr
+            )
         images = [p for p in mine if not is_video(p)]
         written = _predict_images(predictor, images, plan.files, records, args, failed, rt.is_main) if images else 0
         for path in (p for p in mine if is_video(p)):
@@ -315,7 +336,7 @@ def _predict_images(
         for path in todo[start : start + args.batch_size]:
             try:
                 image = read_image(path)
-                depth = _read_depth(args.depth, path, image.shape) if args.depth else None
+                depth = _read_depth(args.depth, path, image.shape) if args.depth and predictor.uses_depth else None
                 if depth is None and predictor.depth_estimator is not None:
                     predictor.depth_estimator.input_shape(image)  # refuse unusable shapes up front
             except PDFNetError as e:
@@ -361,7 +382,7 @@ def _predict_video(
     from ..inference.foreground import refine_foreground
     from ..video import MaskVideoWriter, RgbaVideoWriter, open_video
 
-    if args.depth:
+    if args.depth and predictor.uses_depth:
         raise InputError(f"{path} is a video: --depth maps are for images; leave --depth out to use the depth model")
     with ExitStack() as stack:  # on an error the writers, left first, delete their temporary files
         reader = stack.enter_context(open_video(path))

@@ -49,16 +49,17 @@ class SegmentationDataset(Dataset):
         splits: a split name (e.g. "DIS-TR", "PATH:NAME") or several, whose samples follow each other in that
             order (index 0 is the first split's first image).
         input_size: side every image, mask and depth map is resized to.
-        depth_folders: depth folders to pick from at random (evenly) per sample; one folder for evaluation.
-        target_depth: depth folder of the loss target, or None (evaluation).
+        depth_folders: depth folders to pick from at random (evenly) per sample; one folder for evaluation;
+            none for an RGB-only model (no depth map is then looked for or read).
+        target_depth: depth folder of the loss target, or None (evaluation, or a loss without depth terms).
         augment: apply the original's augmentations.
         seed: base of every random choice.
 
     A sample (``dataset[(epoch, index)]`` or ``dataset[index]`` for epoch 0) is a dict with ``image`` (3, S, S)
     ImageNet-normalised, ``mask`` (1, S, S) in [0, 1], ``depth`` (1, S, S) in [0, 1], ``depth_target``
     (1, S, S) in [0, 1] (the input depth when there is no target folder), ``name`` (the file stem), ``size``
-    (original H, W) and ``index``. Its random choices depend on (seed, epoch, index) only, the index counting
-    over all the splits.
+    (original H, W) and ``index``; without depth folders it has neither ``depth`` nor ``depth_target``.
+    Its random choices depend on (seed, epoch, index) only, the index counting over all the splits.
 
     Raises:
         DatasetError: a split, mask or depth map is missing, naming the file and, for depth, the command that
@@ -128,21 +129,21 @@ class SegmentationDataset(Dataset):
         # made as the original loader makes them: 8-bit bilinear resizing with aligned corners, nearest for masks
         image = resize_image(image, S)
         mask = mask_to_tensor(read_gray(files.mask), S)
-        pick = int(torch.randint(len(self.depth_folders), (1,), generator=gen)) if len(self.depth_folders) > 1 else 0
-        depth = gray_to_tensor(read_gray(files.depths[self.depth_folders[pick]]), S)
-        target = gray_to_tensor(read_gray(files.depths[self.target_depth]), S) if self.target_depth else depth.clone()
+        depth = target = None
+        if self.depth_folders:
+            pick = (
+                int(torch.randint(len(self.depth_folders), (1,), generator=gen)) if len(self.depth_folders) > 1 else 0
+            )
+            depth = gray_to_tensor(read_gray(files.depths[self.depth_folders[pick]]), S)
+        if self.target_depth:
+            target = gray_to_tensor(read_gray(files.depths[self.target_depth]), S)
+        elif depth is not None:
+            target = depth.clone()
         if self.augment:
             image, mask, depth, target = augment_sample(image, mask, depth, target, gen)
-        image = normalize_image(image)
-        return {
-            "image": image,
-            "mask": mask,
-            "depth": depth,
-            "depth_target": target,
-            "name": files.image.stem,
-            "size": torch.tensor(size),
-            "index": index,
-        }
+        sample = {"image": normalize_image(image), "mask": mask, "depth": depth, "depth_target": target}
+        sample = {k: v for k, v in sample.items() if v is not None}
+        return {**sample, "name": files.image.stem, "size": torch.tensor(size), "index": index}
 
 
 DIS5KDataset = SegmentationDataset  # its name when it read DIS-5K only
@@ -202,20 +203,25 @@ def color_enhance(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def augment_sample(
-    image: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor, target: torch.Tensor, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    depth: torch.Tensor | None,
+    target: torch.Tensor | None,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The original's training augmentations, in its order; geometric ones move all four maps together.
 
-    image (3, S, S) in [0, 1]; mask, depth, target (1, S, S). Horizontal flip (p 0.5); rotation by an integer
+    image (3, S, S) in [0, 1]; mask, depth, target (1, S, S); depth and target may be None (an RGB-only
+    model's samples: the same random draws, None back). Horizontal flip (p 0.5); rotation by an integer
     angle in [-30, 30) then centre crop and resize (p 0.5); colour enhancement (p 0.5, image only); greyscale
     (p 0.25, image only); central crop by up to 30 px then resize back, bilinear with aligned corners (p 0.5).
     """
     maps = [image, mask, depth, target]
     if _chance(gen, 0.5):
-        maps = [m.flip(-1) for m in maps]
+        maps = [_maybe(lambda m: m.flip(-1), m) for m in maps]
     if _chance(gen, 0.5):
         angle = _randint(gen, -30, 30)
-        maps = [rotate_and_crop(m, angle) for m in maps]
+        maps = [_maybe(lambda m: rotate_and_crop(m, angle), m) for m in maps]
     if _chance(gen, 0.5):
         maps[0] = color_enhance(maps[0], gen)
     if _chance(gen, 0.25):
@@ -224,8 +230,15 @@ def augment_sample(
         _, H, W = maps[0].shape
         crop_w, crop_h = _randint(gen, W - 30, W), _randint(gen, H - 30, H)
         top, left = (H - crop_h) // 2, (W - crop_w) // 2
-        maps = [resize(m[None, :, top : top + crop_h, left : left + crop_w], (H, W))[0] for m in maps]
+        maps = [
+            _maybe(lambda m: resize(m[None, :, top : top + crop_h, left : left + crop_w], (H, W))[0], m) for m in maps
+        ]
     return tuple(maps)  # type: ignore[return-value]
+
+
+def _maybe(fn, x: torch.Tensor | None) -> torch.Tensor | None:
+    """``fn(x)``, or None for an absent map."""
+    return None if x is None else fn(x)
 
 
 class EpochSampler(Sampler):
@@ -285,8 +298,9 @@ class EpochSampler(Sampler):
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack tensors; keep names as a list."""
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "mask", "depth", "depth_target", "size")}
+    """Stack tensors (depth ones where the samples have them); keep names as a list."""
+    keys = [k for k in ("image", "mask", "depth", "depth_target", "size") if k in samples[0]]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
     batch["name"] = [s["name"] for s in samples]
     batch["index"] = torch.tensor([s["index"] for s in samples])
     return batch

@@ -17,12 +17,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.layout import dataset_of, find_by_stem, find_split
-from ..distributed import Runtime, all_ranks, held_by_main, on_main, shard
+from ..distributed import Runtime, all_ranks, everywhere, held_by_main, on_main, shard
 from ..errors import DatasetError, OutputError
 from ..inference.predictor import Predictor
 from ..io import FolderLock, check_writable_folder, read_gray, read_image, write_image_atomic, write_text_atomic
 from ..model.checkpoint import load_pdfnet
-from ..model.state_dict import check_weight_file
 from ..provenance import make_record, report_lines, sort_existing
 from ..runtime import resolve_device
 from .folders import evaluate_predictions, write_results
@@ -31,14 +30,16 @@ TABLE_KEYS = ("maxFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "HCE")
 TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
 
-def _split_files(root: str | os.PathLike, spec: str, depth_folder: str) -> list[tuple[Path, Path]]:
-    """(image, depth map) of every image of a split.
+def _split_files(root: str | os.PathLike, spec: str, depth_folder: str | None) -> list[tuple[Path, Path | None]]:
+    """(image, depth map) of every image of a split; (image, None) without a depth folder (an RGB-only model).
 
     Raises:
         DatasetError: an image has no depth map; the message names the command that makes them.
     """
     split = find_split(root, spec)
     images = split.image_files()
+    if depth_folder is None:
+        return [(p, None) for p in images]
     depth_dir = split.depth_dir(depth_folder)
     depths = [find_by_stem(depth_dir, p.stem) for p in images]
     missing = [p.name for p, d in zip(images, depths) if d is None]
@@ -52,17 +53,18 @@ def _split_files(root: str | os.PathLike, spec: str, depth_folder: str) -> list[
 
 
 class _SplitImages(Dataset):
-    """(stem, image (H, W, 3) uint8, depth map (h, w) uint8) of each (image, depth map) pair, read in loader
-    workers."""
+    """(stem, image (H, W, 3) uint8, depth map (h, w) uint8 or None) of each (image, depth map) pair, read in
+    loader workers."""
 
-    def __init__(self, files: list[tuple[Path, Path]]) -> None:
+    def __init__(self, files: list[tuple[Path, Path | None]]) -> None:
         self.images, self.depths = [i for i, _ in files], [d for _, d in files]
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[str, np.ndarray, np.ndarray]:
-        return self.images[index].stem, read_image(self.images[index]), read_gray(self.depths[index])
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray, np.ndarray | None]:
+        depth = self.depths[index]
+        return self.images[index].stem, read_image(self.images[index]), None if depth is None else read_gray(depth)
 
 
 def _columns(batch: list[tuple]) -> list[tuple]:
@@ -82,10 +84,11 @@ def predict_split(
     record: dict[str, str] | None = None,
 ) -> int:
     """Write the 8-bit prediction of every image of ``split`` into ``out_dir`` as ``<stem>.png``; returns how
-    many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem). Under ``torchrun``
-    (``rt``), this process's share of ``files`` (the split's (image, depth map) pairs as rank 0 listed them).
-    ``record`` (what made them: :mod:`pdfnet.provenance`) is stored in every PNG."""
-    files = files if files is not None else _split_files(data_root, split, depth_folder)
+    many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem; none are read for an
+    RGB-only network). Under ``torchrun`` (``rt``), this process's share of ``files`` (the split's (image, depth
+    map) pairs as rank 0 listed them). ``record`` (what made them: :mod:`pdfnet.provenance`) is stored in every PNG."""
+    folder = depth_folder if predictor.uses_depth else None
+    files = files if files is not None else _split_files(data_root, split, folder)
     mine = shard(files, rt) if rt is not None else files
     loader = DataLoader(_SplitImages(mine), batch_size=batch_size, num_workers=num_workers, collate_fn=_columns)
     show = rt is None or rt.is_main
@@ -113,15 +116,16 @@ class TestOptions:
     loader_workers: int = 2
     overwrite: bool = False
 
-    def record(self, checkpoint: str | os.PathLike) -> dict[str, object]:
-        """The options that change a prediction, recorded in each (:mod:`pdfnet.provenance`)."""
+    def record(self, checkpoint: str | os.PathLike, uses_depth: bool = True) -> dict[str, object]:
+        """The options that change a prediction, recorded in each (:mod:`pdfnet.provenance`); an RGB-only
+        network's (``uses_depth`` false) record no depth maps: it reads none."""
         from ..provenance import fingerprint
 
         name = os.fspath(checkpoint)
         return {
             "checkpoint": fingerprint(name) if os.path.isfile(name) else name,
             "variant": self.variant or "auto",
-            "depth": self.depth_folder,
+            "depth": self.depth_folder if uses_depth else "none (RGB-only)",
             "input-size": self.input_size,
             "tta": self.tta,
             "precision": self.precision,
@@ -151,9 +155,11 @@ def run_test(
     """
     o = options or TestOptions()
     rt = rt or Runtime(resolve_device(o.device))
+    # the network first: whether it reads depth maps decides which files the splits need
+    model = everywhere(lambda: load_pdfnet(checkpoint, variant=o.variant), rt)
+    depth_folder = o.depth_folder if model.use_depth else None
 
     def check() -> tuple[Path, dict, dict]:
-        check_weight_file(checkpoint)  # a missing or wrong file named before the datasets are listed
         folder, found, files = check_writable_folder(out), {}, {}
         for spec in splits:  # every split's images, masks and depth maps exist before the long work starts
             split = find_split(data_root, spec)
@@ -161,17 +167,16 @@ def run_test(
                 raise DatasetError(
                     f"two splits named {split.name} ({found[split.name].spec}, {spec}): their results would mix"
                 )
-            files[split.name] = _split_files(data_root, spec, o.depth_folder)
+            files[split.name] = _split_files(data_root, spec, depth_folder)
             found[split.name] = split
         if not o.overwrite:  # a rerun predicts what is missing; predictions made otherwise would mix in the scores
-            files = _missing_predictions(folder, files, o.record(checkpoint))
+            files = _missing_predictions(folder, files, o.record(checkpoint, model.use_depth))
         return folder, found, files
 
     out, found, files = on_main(check, rt)  # rank 0's view of the files, for every process
-    record = make_record("test", o.record(checkpoint))
+    record = make_record("test", o.record(checkpoint, model.use_depth))
 
     def predict_all() -> str:
-        model = load_pdfnet(checkpoint, variant=o.variant)
         if not any(files.values()):  # every prediction exists, made with these options: only score them
             return model.variant
         predictor = Predictor(model, None, device=rt.device, precision=o.precision, input_size=o.input_size, tta=o.tta)

@@ -22,7 +22,7 @@ from ..data.processing import (
 from ..errors import InputError
 from ..hub import DEFAULT_DEPTH_MODEL, PRETRAINED, check_depth_model_source, download_weights  # noqa: F401
 from ..memory import release_freed_memory
-from ..model.checkpoint import load_pdfnet
+from ..model.checkpoint import load_pdfnet, weights_read_depth
 from ..model.layers import resize
 from ..model.network import PDFNet
 from ..model.onnx import OnnxNetwork
@@ -38,6 +38,9 @@ class Predictor:
     Each image is resized to ``input_size`` squared as the original loader resizes it (8-bit bilinear with
     aligned corners), run with its pseudo-depth (computed, or given; quantised to 8 bits as a stored map is),
     and the probability turned into an 8-bit mask at the image's size as the authors' test script saves it.
+
+    An RGB-only PDFNet (built with ``model.use_depth=false``) sees no depth: ``depth_estimator`` is then ignored
+    (set to None), no depth is computed, and depth maps passed in are not read.
 
     Args:
         model: a PDFNet (its depth head, if any, is dropped: inference does not need it).
@@ -60,7 +63,9 @@ class Predictor:
         tta: bool = False,
     ) -> None:
         self.device = torch.device(device)
-        self.depth_estimator = depth_estimator
+        # whether the network reads depth (an ONNX graph always takes it)
+        self.uses_depth: bool = getattr(model, "use_depth", True)
+        self.depth_estimator = depth_estimator if self.uses_depth else None
         self.tta = tta
         if isinstance(model, OnnxNetwork):
             self._init_onnx(model, precision, input_size, tta)
@@ -105,14 +110,16 @@ class Predictor:
 
         Args:
             depth_model: ``small``/``base``/``large``, a repo id or folder for :class:`DepthEstimator`, an
-                estimator, or None (then depth must be passed to predict).
+                estimator, or None (then depth must be passed to predict). Not loaded for an RGB-only
+                checkpoint.
 
         Raises:
             CheckpointError: the weights cannot be loaded (naming the file).
             DepthModelError: the depth model cannot be loaded.
         """
         device = resolve_device(device)
-        if isinstance(depth_model, str):  # where it comes from, checked before seconds go into the network
+        # where it comes from, checked before seconds go into the network (an RGB-only one needs none)
+        if isinstance(depth_model, str) and weights_read_depth(path):
             check_depth_model_source(depth_model)
         # the network first (its errors come before the depth model's seconds of loading), converted to the
         # run's precision and its float32 copy handed back before the depth model's file is read: the command
@@ -120,6 +127,8 @@ class Predictor:
         # loading, with both float32 copies held (now about 2.0 GiB)
         predictor = cls(load_pdfnet(path, variant=variant), None, device=device, **kwargs)
         release_freed_memory()
+        if not predictor.uses_depth:
+            return predictor  # an RGB-only network: no depth model to load
         if isinstance(depth_model, str):
             depth_model = DepthEstimator(depth_model, device=device, precision=predictor.precision)
         predictor.depth_estimator = depth_model
@@ -147,15 +156,17 @@ class Predictor:
         depth unless ``depth_model`` says otherwise. Offline without them in the cache, the error comes at once."""
         return cls.from_checkpoint(download_weights(name), device=device, **kwargs)
 
-    def _forward(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    def _forward(self, image: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
         if self.dtype != torch.float32:  # a CPU in bf16: weights and activations bfloat16, no autocast
             with autocast(self.device, "fp32"):
-                return self.model(image.to(self.dtype), depth.to(self.dtype)).logits[0].float()
+                depth = None if depth is None else depth.to(self.dtype)
+                return self.model(image.to(self.dtype), depth).logits[0].float()
         with autocast(self.device, self.precision):
             return self.model(image, depth).logits[0].float()
 
-    def logits(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) ImageNet-normalised, (B, 1, S, S) in [0, 1] -> (B, 1, S, S) float32 logits.
+    def logits(self, image: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+        """(B, 3, S, S) ImageNet-normalised, (B, 1, S, S) in [0, 1] (None for an RGB-only network) -> (B, 1, S, S)
+        float32 logits.
 
         With ``tta``, as the authors' ttach setup: for each flip (none, horizontal) and scale (0.75, 1, 1.25),
         image and depth are flipped, then resized to ``int(S * scale)`` (bilinear, corners not aligned; rounded
@@ -167,10 +178,11 @@ class Predictor:
         S = image.shape[-2:]
         outs = []
         for flip in (False, True):
-            x, d = (image.flip(-1), depth.flip(-1)) if flip else (image, depth)
+            x, d = (image.flip(-1), _flipped(depth)) if flip else (image, depth)
             for scale in TTA_SCALES:
                 side = tuple(self._tta_side(s, scale) for s in S)
-                logits = self._forward(resize(x, side, align_corners=False), resize(d, side, align_corners=False))
+                d_side = None if d is None else resize(d, side, align_corners=False)
+                logits = self._forward(resize(x, side, align_corners=False), d_side)
                 logits = resize(logits, S, align_corners=False)
                 outs.append(logits.flip(-1) if flip else logits)
         return torch.stack(outs).mean(dim=0)
@@ -189,7 +201,7 @@ class Predictor:
         Args:
             images: (H, W, 3) uint8 RGB each (sizes may differ).
             depths: optional depth per image, (H, W) uint8 as stored by ``depth_prep`` or float in [0, 1];
-                computed by the depth model where missing.
+                computed by the depth model where missing. Not read by an RGB-only network.
 
         Returns:
             one (H, W) uint8 mask (0..255) per image, at that image's size.
@@ -198,6 +210,8 @@ class Predictor:
             InputError: an image or depth of the wrong type, dtype or size.
         """
         images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+        if not self.uses_depth:
+            return self.masks_from_maps(images, None)
         depths = list(depths) if depths is not None else [None] * len(images)
         if len(depths) != len(images):
             raise InputError(f"got {len(images)} images but {len(depths)} depth maps")
@@ -214,12 +228,17 @@ class Predictor:
         return self.masks_from_maps(images, maps)
 
     @torch.inference_mode()
-    def masks_from_maps(self, images: Sequence[np.ndarray], depth_maps: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def masks_from_maps(
+        self, images: Sequence[np.ndarray], depth_maps: Sequence[np.ndarray | None] | None
+    ) -> list[np.ndarray]:
         """8-bit masks from (H, W, 3) uint8 images and 8-bit depth maps as stored (any size: each is resized to
-        the input size as the image is, as the original loader does). The computation ``test.py`` runs."""
+        the input size as the image is, as the original loader does; None for an RGB-only network, which does
+        not read them). The computation ``test.py`` runs."""
         S = (self.input_size, self.input_size)
         x = torch.stack([image_to_tensor(im, S) for im in images]).to(self.device)
-        d = torch.stack([gray_to_tensor(dp, S) for dp in depth_maps]).to(self.device)
+        d = None
+        if self.uses_depth:
+            d = torch.stack([gray_to_tensor(dp, S) for dp in depth_maps]).to(self.device)
         probs = self.model(x, d) if isinstance(self.model, OnnxNetwork) else self.logits(x, d).sigmoid()
         return [probability_to_mask(p, im.shape[:2]) for p, im in zip(probs, images)]
 
@@ -245,6 +264,10 @@ class Predictor:
         photo's.
         """
         return to_rgba(image, self.predict_mask(image, depth), refine=refine)
+
+
+def _flipped(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else x.flip(-1)
 
 
 def to_mask(prob: np.ndarray) -> np.ndarray:

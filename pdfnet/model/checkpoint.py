@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig, config_from_dict, to_dict
+from ..config import SWITCHES, ModelConfig, config_from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, OutputError
 from ..io import atomic_path
 from .network import PDFNet, build_pdfnet
@@ -297,9 +297,96 @@ def _build(checkpoint: Mapping, variant: str | None, name: str) -> PDFNet:
     has_depth_head = any(k.startswith("depth_decoder.") for k in state)
     if variant is not None and variant != cfg.variant:
         raise CheckpointError(f"variant={variant!r} contradicts it: it holds a {cfg.variant!r} model")
+    found = switches_from_keys(state)
+    if stored_config(checkpoint) is None:  # a bare state dict: its shapes give the sizes, its parts the switches
+        cfg = replace(infer_architecture({official_key(k): v for k, v in state.items()}), **found)
+    wrong = [f"model.{k}={_yaml(v)}" for k, v in found.items() if getattr(cfg, k) != v]
+    if wrong:
+        raise CheckpointError(
+            f"its weights are those of a model with {', '.join(wrong)}, which its stored config contradicts"
+        )
     model = build_pdfnet(replace(cfg, depth_head=has_depth_head))
     _checked_load(model, state, {k: k for k in model.state_dict()}, "the checkpoint's")
     return model
+
+
+def switches_from_keys(state: Mapping[str, torch.Tensor]) -> dict[str, bool]:
+    """The ablation switches a state dict in our layout shows by its parts: ``use_depth`` and ``use_patches``
+    (whether FSE has the stream's projection) and ``use_coa`` (whether FSE has CoA blocks; only told where there
+    is a stream to exchange with). The grid leaves no trace in the weights."""
+    found = {
+        "use_depth": any(".depth_proj." in k for k in state),
+        "use_patches": any(".patch_proj." in k for k in state),
+    }
+    if found["use_depth"] or found["use_patches"]:
+        found["use_coa"] = any(re.search(r"^decoder\.fse\.\d+\.\w+_from_\w+\.", k) for k in state)
+    return found
+
+
+def checkpoint_switches(checkpoint: Mapping) -> dict[str, bool | int]:
+    """The ablation switches (``config.SWITCHES``) a checkpoint was trained with: its stored config's, the
+    paper's for the authors' layout (their code has none), those its keys show for a bare state dict of ours.
+
+    Raises:
+        CheckpointError: the stored config is invalid.
+    """
+    state = unwrap_state_dict(checkpoint)
+    if is_official_layout(state):
+        return {k: getattr(ModelConfig, k) for k in SWITCHES}
+    if stored_config(checkpoint) is None:
+        return dict(switches_from_keys(state))
+    try:
+        cfg = model_config_from_checkpoint(checkpoint)
+    except ConfigError as e:
+        raise CheckpointError(f"its stored config is invalid ({e})") from None
+    return {k: getattr(cfg, k) for k in SWITCHES}
+
+
+def weights_read_depth(path: str | os.PathLike) -> bool:
+    """Whether the network in a weight file reads depth maps (false for an RGB-only PDFNet,
+    ``model.use_depth=false``), told from its stored config or its keys without reading its tensors (a ``.pt``
+    file memory-mapped, a ``.safetensors`` file's header), so that commands know before loading it whether a
+    depth model is needed. True for anything else (the authors' weights, an ONNX graph, a file that cannot be
+    read this way: loading it reports what is wrong).
+    """
+    name = os.fspath(path)
+    try:
+        if name.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(name, framework="pt", device="cpu") as f:  # the header only
+                checkpoint = {k: torch.empty(0) for k in f.keys()}
+                checkpoint["__metadata__"] = f.metadata() or {}
+        else:
+            checkpoint = torch.load(name, map_location="cpu", weights_only=True, mmap=True)
+        return bool(checkpoint_switches(checkpoint).get("use_depth", True))
+    except Exception:  # not readable this way: the real load names the fault
+        return True
+
+
+def check_switches(checkpoint: Mapping, model: PDFNet, name: str) -> None:
+    """Refuse a checkpoint trained with other ablation switches than ``model`` was built with.
+
+    Raises:
+        CheckpointError: naming each switch, e.g. "checkpoint was trained with model.use_depth=false, this model
+            has model.use_depth=true".
+    """
+    try:
+        theirs = checkpoint_switches(checkpoint)
+    except CheckpointError as e:
+        raise _named(e, name) from None
+    ours = model.switches()
+    differ = [k for k, v in theirs.items() if ours[k] != v]
+    if differ:
+        raise CheckpointError(
+            f"{name}: checkpoint was trained with {', '.join(f'model.{k}={_yaml(theirs[k])}' for k in differ)}, "
+            f"this model has {', '.join(f'model.{k}={_yaml(ours[k])}' for k in differ)}"
+        )
+
+
+def _yaml(value: bool | int) -> str:
+    """A switch's value as a config file writes it (true, false, 8)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def init_from_checkpoint(model: PDFNet, path: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -311,12 +398,15 @@ def init_from_checkpoint(model: PDFNet, path: str | os.PathLike) -> tuple[list[s
         (names loaded, names left fresh).
 
     Raises:
-        CheckpointError: an unreadable file, or no tensor matches.
+        CheckpointError: an unreadable file, a checkpoint trained with other ablation switches than ``model``
+            (:func:`check_switches`; the depth head may differ: it is fresh or left out), or no tensor matches.
     """
-    state = unwrap_state_dict(read_weights(path))
+    checkpoint = read_weights(path)
+    state = unwrap_state_dict(checkpoint)
     foreign = foreign_weights(state)
     if foreign is not None:
         raise CheckpointError(f"{os.fspath(path)} holds {foreign}")
+    check_switches(checkpoint, model, os.fspath(path))
     own = model.state_dict()
     if is_official_layout(state):
         state = {k: state[official_key(k)] for k in own if official_key(k) in state}

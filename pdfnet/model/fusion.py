@@ -133,24 +133,46 @@ class FSE(nn.Module):
         pool: average-pooling factor of the key/value tokens (1 or 2), to bound attention cost.
         grid: patch grid side (8).
         variant: ``"release"`` or ``"cvpr"``.
+        use_depth, use_patches: whether the depth and patch streams exist (the ablations of
+            :class:`~pdfnet.config.ModelConfig`). Without one, its projection, its gating or weighting and its
+            two CoA blocks are gone, and the other streams' CoA blocks take the remaining stream as context.
+        use_coa: run the CoA blocks; without them (or without a stream to exchange with) the projected streams
+            are returned as they are.
 
     Shapes: ``image`` (B, in_dim, h, w), ``depth`` (B, in_dim, h, w), ``patch`` (B, in_dim, 2h, 2w),
     ``prev_logits`` (B, 1, hp, wp); returns image (B, dim, h, w), depth (B, dim, h, w), patch (B, dim, 2h, 2w).
+    A stream the stage was built without is None in and out.
     """
 
-    def __init__(self, in_dim: int, dim: int, pool: int, grid: int, variant: str, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        pool: int,
+        grid: int,
+        variant: str,
+        dropout: float = 0.1,
+        use_depth: bool = True,
+        use_patches: bool = True,
+        use_coa: bool = True,
+    ) -> None:
         super().__init__()
         self.pool = pool
         self.grid = grid
         self.variant = check_variant(variant)
         self.image_proj = ConvNormAct(in_dim, dim)
-        self.patch_proj = ConvNormAct(in_dim, dim)
-        self.depth_proj = ConvNormAct(in_dim, dim)
+        self.patch_proj = ConvNormAct(in_dim, dim) if use_patches else None
+        self.depth_proj = ConvNormAct(in_dim, dim) if use_depth else None
+        self.exchange = use_coa and (use_depth or use_patches)
         norm_after_dropout = variant == "release"
-        self.image_from_patch = CoA(dim, dropout, norm_after_dropout)
-        self.patch_from_context = CoA(dim, dropout, norm_after_dropout)
-        self.image_from_depth = CoA(dim, dropout, norm_after_dropout)
-        self.depth_from_context = CoA(dim, dropout, norm_after_dropout)
+
+        def coa(present: bool) -> CoA | None:
+            return CoA(dim, dropout, norm_after_dropout) if self.exchange and present else None
+
+        self.image_from_patch = coa(use_patches)
+        self.patch_from_context = coa(use_patches)
+        self.image_from_depth = coa(use_depth)
+        self.depth_from_context = coa(use_depth)
 
     def _pooled_tokens(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
@@ -159,32 +181,52 @@ class FSE(nn.Module):
         return to_tokens(x)
 
     def forward(
-        self, image: torch.Tensor, depth: torch.Tensor, patch: torch.Tensor, prev_logits: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self,
+        image: torch.Tensor,
+        depth: torch.Tensor | None,
+        patch: torch.Tensor | None,
+        prev_logits: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         boundary, integrity = boundary_maps(prev_logits, self.variant)
         prob = prev_logits.sigmoid()
         image = image * resize_like(prob, image)
-        patch = patch * resize_like(prob, patch)
-        # The original gates depth by the probability and then multiplies by (probability + integrity) again.
-        prob_d = resize_like(prob, depth)
-        depth = depth * prob_d * (resize_like(prev_logits, depth).sigmoid() + resize_like(integrity, depth))
-
         image_cs = self.image_proj(image)
-        depth_cs = self.depth_proj(depth)
-        weights = patch_weights(boundary, self.grid, self.variant)  # (B, 1, grid, grid)
-        patch_cs = self.patch_proj(patch * expand_cells(weights, patch.shape[-2:]))
+        depth_cs = patch_cs = None
+        if patch is not None:
+            patch = patch * resize_like(prob, patch)
+        if depth is not None:
+            # The original gates depth by the probability and then multiplies by (probability + integrity) again.
+            prob_d = resize_like(prob, depth)
+            depth = depth * prob_d * (resize_like(prev_logits, depth).sigmoid() + resize_like(integrity, depth))
+            depth_cs = self.depth_proj(depth)
+        if patch is not None:
+            weights = patch_weights(boundary, self.grid, self.variant)  # (B, 1, grid, grid)
+            patch_cs = self.patch_proj(patch * expand_cells(weights, patch.shape[-2:]))
+        if not self.exchange:
+            # without CoA the projected streams go on as they are: the decoder's stream-mixing convolution is
+            # then the only place they meet
+            return image_cs, depth_cs, patch_cs
 
         H, W = image_cs.shape[-2:]
         image_tokens = to_tokens(image_cs)  # (B, H*W, dim), never pooled: it is the query of two attentions
-        image_kv, depth_kv, patch_kv = (self._pooled_tokens(t) for t in (image_cs, depth_cs, patch_cs))
+        image_kv = self._pooled_tokens(image_cs)
+        depth_kv = self._pooled_tokens(depth_cs) if depth_cs is not None else None
+        patch_kv = self._pooled_tokens(patch_cs) if patch_cs is not None else None
 
-        patch_out = self.patch_from_context(patch_kv, torch.cat([image_kv, depth_kv], dim=1))
-        image_out = self.image_from_patch(image_tokens, patch_out)
-        depth_out = self.depth_from_context(depth_kv, torch.cat([image_kv, patch_kv], dim=1))
-        image_out = self.image_from_depth(image_out, depth_out)
+        image_out = image_tokens
+        if patch_kv is not None:
+            patch_out = self.patch_from_context(patch_kv, _context(image_kv, depth_kv))
+            image_out = self.image_from_patch(image_out, patch_out)
+            ph, pw = patch_cs.shape[-2] // self.pool, patch_cs.shape[-1] // self.pool
+            patch_cs = resize_like(to_map(patch_out, ph, pw), patch_cs) + patch_cs
+        if depth_kv is not None:
+            depth_out = self.depth_from_context(depth_kv, _context(image_kv, patch_kv))
+            image_out = self.image_from_depth(image_out, depth_out)
+            dh, dw = depth_cs.shape[-2] // self.pool, depth_cs.shape[-1] // self.pool
+            depth_cs = resize_like(to_map(depth_out, dh, dw), depth_cs) + depth_cs
+        return to_map(image_out, H, W) + image_cs, depth_cs, patch_cs
 
-        ph, pw = patch_cs.shape[-2] // self.pool, patch_cs.shape[-1] // self.pool
-        dh, dw = depth_cs.shape[-2] // self.pool, depth_cs.shape[-1] // self.pool
-        patch_out = resize_like(to_map(patch_out, ph, pw), patch_cs)
-        depth_out = resize_like(to_map(depth_out, dh, dw), depth_cs)
-        return to_map(image_out, H, W) + image_cs, depth_out + depth_cs, patch_out + patch_cs
+
+def _context(image_kv: torch.Tensor, other_kv: torch.Tensor | None) -> torch.Tensor:
+    """The key/value tokens of a CoA block: the image's and the other stream's (when there is one) in a row."""
+    return image_kv if other_kv is None else torch.cat([image_kv, other_kv], dim=1)

@@ -47,38 +47,64 @@ class PDFNetDecoder(nn.Module):
         grid: patch grid side (8).
         variant: ``"release"`` or ``"cvpr"``.
         in_chans: channels of the image and of the (repeated) depth each (3).
+        use_depth, use_patches, use_coa: the ablation switches of :class:`~pdfnet.config.ModelConfig`.
+
+    The decoder works at the patch stream's resolution, twice the image stream's: without patches the other
+    streams are upsampled to that resolution where the patch stream would set it (the global side output and
+    every stage's stream mix), so that every output keeps its size.
     """
 
-    def __init__(self, dim: int, grid: int, variant: str, in_chans: int = 3, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int,
+        grid: int,
+        variant: str,
+        in_chans: int = 3,
+        dropout: float = 0.1,
+        use_depth: bool = True,
+        use_patches: bool = True,
+        use_coa: bool = True,
+    ) -> None:
         super().__init__()
+        streams = 1 + use_depth + use_patches
         # coarse to fine; the two finest stages pool keys and values 2x to bound the attention cost
-        self.fse = nn.ModuleList(FSE(2 * dim, dim, pool, grid, variant, dropout) for pool in (1, 1, 2, 2))
-        self.stream_mix = nn.ModuleList(ConvNormAct(3 * dim, dim) for _ in range(4))  # fine to coarse
-        # the shallow branch sees image and depth at 4x the input size through a 4x4 stride-4 convolution
-        self.shallow_embed = nn.Conv2d(2 * in_chans, dim, kernel_size=4, stride=4)
+        self.fse = nn.ModuleList(
+            FSE(2 * dim, dim, pool, grid, variant, dropout, use_depth, use_patches, use_coa) for pool in (1, 1, 2, 2)
+        )
+        self.stream_mix = nn.ModuleList(ConvNormAct(streams * dim, dim) for _ in range(4))  # fine to coarse
+        # the shallow branch sees image and depth (or the image alone) at 4x the input size through a 4x4
+        # stride-4 convolution
+        self.shallow_embed = nn.Conv2d((2 if use_depth else 1) * in_chans, dim, kernel_size=4, stride=4)
         self.shallow_refine = ConvNormAct(dim, dim)
         self.upsample1 = ConvNormAct(dim, dim)
         self.upsample2 = ConvNormAct(dim, dim)
         self.heads = nn.ModuleList(nn.Conv2d(dim, 1, kernel_size=3, padding=1) for _ in range(6))
 
     def forward(
-        self, image: torch.Tensor, depth: torch.Tensor, image_feats: Pyramid, depth_feats: Pyramid, patch_feats: Pyramid
+        self,
+        image: torch.Tensor,
+        depth: torch.Tensor | None,
+        image_feats: Pyramid,
+        depth_feats: Pyramid | None,
+        patch_feats: Pyramid | None,
     ) -> list[torch.Tensor]:
         """image, depth: (B, 3, H, W); *_feats: five (B, dim, h, w) levels (fine to coarse, then global), the
-        patch stream at twice the resolution of the other two. Returns the six logit maps."""
+        patch stream at twice the resolution of the other two; depth and patch inputs are None in a decoder
+        built without them. Returns the six logit maps."""
         H, W = image.shape[-2:]
-        glob_p = patch_feats[4]
-        side = self.heads[5](resize_like(image_feats[4], glob_p) + resize_like(depth_feats[4], glob_p) + glob_p)
+        streams = (image_feats, depth_feats, patch_feats)
+        side = self.heads[5](_sum(_at_patch_resolution([None if f is None else f[4] for f in streams])))
         sides = [side]
         # coarsest stage: the global level joins level 4; later stages take the previous stage's outputs
-        prev = (image_feats[4], depth_feats[4], patch_feats[4])
+        prev = tuple(None if f is None else f[4] for f in streams)
         for stage, level in enumerate((3, 2, 1, 0)):
             img, dep, pat = (
-                torch.cat([resize_like(p, f[level]), f[level]], dim=1)
-                for p, f in zip(prev, (image_feats, depth_feats, patch_feats))
+                None if f is None else torch.cat([resize_like(p, f[level]), f[level]], dim=1)
+                for p, f in zip(prev, streams)
             )
             img, dep, pat = self.fse[stage](img, dep, pat, side)
-            mix = self.stream_mix[level](torch.cat([resize_like(img, pat), resize_like(dep, pat), pat], dim=1))
+            fused = [x for x in _at_patch_resolution([img, dep, pat]) if x is not None]
+            mix = self.stream_mix[level](torch.cat(fused, dim=1))
             side = self.heads[level + 1](mix)
             sides.append(side)
             prev = (img, dep, pat)
@@ -87,7 +113,7 @@ class PDFNetDecoder(nn.Module):
         if fastpath_enabled():
             shallow = self.shallow_branch(image, depth)
         else:  # the original's two layers over the 4x upsampled image and depth
-            up = resize(torch.cat([image, depth], dim=1), (4 * H, 4 * W))
+            up = resize(_stack(image, depth), (4 * H, 4 * W))
             shallow = self.shallow_refine(self.shallow_embed(up))
         half = (2 * mix.shape[-2], 2 * mix.shape[-1])
         # (the resized maps are fresh tensors: summing into them saves two image-sized buffers)
@@ -99,8 +125,8 @@ class PDFNetDecoder(nn.Module):
         return [self.heads[0](x)] + sides[::-1]
 
     def shallow_branch(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        """``shallow_refine(shallow_embed(resize(cat(image, depth), 4x)))``: (B, 3, H, W) twice -> (B, dim, H, W),
-        in the memory format of ``image``.
+        """``shallow_refine(shallow_embed(resize(cat(image, depth), 4x)))``: (B, 3, H, W) twice (or the image
+        alone, depth None, in an RGB-only decoder) -> (B, dim, H, W), in the memory format of ``image``.
 
         Computed with the two convolutions folded into one. The 4x4 stride-4 embedding is a linear map of each
         output pixel's 4x4 block of the upsampled input, and the 3x3 refinement that follows reads the 3x3
@@ -115,7 +141,7 @@ class PDFNetDecoder(nn.Module):
         the original's two layers up to float rounding.
         """
         H, W = image.shape[-2:]
-        stack = torch.cat([image, depth], dim=1)
+        stack = _stack(image, depth)
         if torch.is_autocast_enabled(image.device.type):
             # the embedding would cast the 16x larger upsampled map to the autocast type; cast before upsampling
             stack = stack.to(torch.get_autocast_dtype(image.device.type))
@@ -136,6 +162,28 @@ class PDFNetDecoder(nn.Module):
             weight = weight.permute(0, 3, 5, 1, 2, 4).reshape(conv.out_channels, -1, 3, 3)
             x = F.conv2d(space_to_depth(up, 4), weight.contiguous(memory_format=fmt), bias, padding=1)
         return self.shallow_refine.norm_act(_drop_outside_taps(x, taps))
+
+
+def _stack(image: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+    """What the shallow branches see: image and depth stacked in channels, or the image alone."""
+    return image if depth is None else torch.cat([image, depth], dim=1)
+
+
+def _at_patch_resolution(levels: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """Image, depth and patch maps of one level (absent streams None) resized to the patch stream's resolution,
+    or to twice the image stream's where there is no patch stream (the size the patch stream has)."""
+    image, patch = levels[0], levels[2]
+    size = patch.shape[-2:] if patch is not None else (2 * image.shape[-2], 2 * image.shape[-1])
+    return [None if x is None else resize(x, size) for x in levels]
+
+
+def _sum(maps: list[torch.Tensor | None]) -> torch.Tensor:
+    """The sum of the present maps, left to right."""
+    present = [x for x in maps if x is not None]
+    total = present[0]
+    for x in present[1:]:
+        total = total + x
+    return total
 
 
 def strided_shallow_conv(device: torch.device) -> bool:
@@ -177,12 +225,14 @@ class DepthRefinementDecoder(nn.Module):
         dim: channels per stream level (128).
         variant: ``"release"`` or ``"cvpr"``.
         in_chans: image channels (3).
+        use_patches: whether there is a patch stream to fuse (without, image and depth only).
     """
 
-    def __init__(self, dim: int, variant: str, in_chans: int = 3) -> None:
+    def __init__(self, dim: int, variant: str, in_chans: int = 3, use_patches: bool = True) -> None:
         super().__init__()
         self.variant = variant
-        width = 3 * dim if variant == "cvpr" else dim  # channels of one fused level
+        streams = 3 if use_patches else 2
+        width = streams * dim if variant == "cvpr" else dim  # channels of one fused level
         self.stages = nn.ModuleList(
             nn.Sequential(ConvNormAct(in_dim, 2 * dim), ConvNormAct(2 * dim, dim))
             for in_dim in (2 * width, dim + width, dim + width, dim + width)
@@ -193,16 +243,21 @@ class DepthRefinementDecoder(nn.Module):
         self.upsample2 = ConvNormAct(dim, dim)
         self.heads = nn.ModuleList(nn.Conv2d(dim, 1, kernel_size=3, padding=1) for _ in range(5))
 
-    def fuse(self, image_feats: Pyramid, depth_feats: Pyramid, patch_feats: Pyramid) -> Pyramid:
-        """Five fused levels at the image stream's resolution."""
+    def fuse(self, image_feats: Pyramid, depth_feats: Pyramid, patch_feats: Pyramid | None) -> Pyramid:
+        """Five fused levels at the image stream's resolution (patch_feats None: image and depth only)."""
         fused = []
-        for img, dep, pat in zip(image_feats, depth_feats, patch_feats):
-            pat = resize_like(pat, img)
-            fused.append(torch.cat([img, dep, pat], dim=1) if self.variant == "cvpr" else img + dep + pat)
+        for level, (img, dep) in enumerate(zip(image_feats, depth_feats)):
+            streams = [img, dep] if patch_feats is None else [img, dep, resize_like(patch_feats[level], img)]
+            fused.append(torch.cat(streams, dim=1) if self.variant == "cvpr" else _sum(streams))
         return fused
 
     def forward(
-        self, image: torch.Tensor, depth: torch.Tensor, image_feats: Pyramid, depth_feats: Pyramid, patch_feats: Pyramid
+        self,
+        image: torch.Tensor,
+        depth: torch.Tensor,
+        image_feats: Pyramid,
+        depth_feats: Pyramid,
+        patch_feats: Pyramid | None,
     ) -> list[torch.Tensor]:
         """Same inputs as :class:`PDFNetDecoder`; returns five logit maps at H/2, H/8, H/16, H/32, H/64."""
         levels = self.fuse(image_feats, depth_feats, patch_feats)
@@ -229,13 +284,16 @@ class PDFNet(nn.Module):
         dim: channels every level is projected to (128).
         grid: patch grid side (8).
         variant: ``"cvpr"`` (the CVPR 2026 code) or ``"release"`` (the March 2025 code and published weights).
-        depth_head: build the training-only depth refinement decoder.
+        depth_head: build the training-only depth refinement decoder (it needs the depth input).
         dropout: dropout inside the CoA blocks (0.1).
+        use_depth, use_patches, use_coa: the ablation switches of :class:`~pdfnet.config.ModelConfig` (all true:
+            the paper's network); kept as attributes of the same names.
 
     ``forward(image, depth)``:
-        image: (B, 3, H, W) RGB, ImageNet-normalised; H and W multiples of 32 * grid (256).
+        image: (B, 3, H, W) RGB, ImageNet-normalised; H and W multiples of ``min_size`` (32 * grid, 256).
         depth: (B, 1, H, W) pseudo-depth in [0, 1]; each map is min-max normalised again here, as the
             original does (per sample here, over the batch there: the same at the original's batch size 1).
+            An RGB-only network (``use_depth`` false) takes None (a depth map given to it is not read).
         Returns a :class:`PDFNetOutput`.
 
     ``channels_last`` (attribute): the memory layout of the forward pass, True, False or None (the default:
@@ -251,26 +309,44 @@ class PDFNet(nn.Module):
         variant: str = "cvpr",
         depth_head: bool = True,
         dropout: float = 0.1,
+        use_depth: bool = True,
+        use_patches: bool = True,
+        use_coa: bool = True,
     ) -> None:
         super().__init__()
+        if depth_head and not use_depth:
+            raise ValueError("the depth refinement head predicts the depth input: it needs use_depth=True")
         self.variant = check_variant(variant)
         self.grid = grid
+        self.use_depth, self.use_patches, self.use_coa = use_depth, use_patches, use_coa
         self.channels_last: bool | None = None  # memory layout of the forward pass; None: where measured faster
         self.encoder = encoder
         self.stage_proj = nn.ModuleList(ConvNormAct(c, dim) for c in encoder.num_features)
         self.global_mix = ConvNormAct(4 * dim, dim)
         self.global_refine = ConvNormAct(dim, dim)
-        self.decoder = PDFNetDecoder(dim, grid, variant, dropout=dropout)
-        self.depth_decoder = DepthRefinementDecoder(dim, variant) if depth_head else None
+        self.decoder = PDFNetDecoder(
+            dim, grid, variant, dropout=dropout, use_depth=use_depth, use_patches=use_patches, use_coa=use_coa
+        )
+        self.depth_decoder = DepthRefinementDecoder(dim, variant, use_patches=use_patches) if depth_head else None
         for name, module in self.named_modules():
             if isinstance(module, nn.Conv2d) and not name.startswith("encoder."):
                 trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
 
+    def switches(self) -> dict[str, bool | int]:
+        """The ablation switches this network was built with, by their ModelConfig names (``config.SWITCHES``)."""
+        return {
+            "use_depth": self.use_depth,
+            "use_patches": self.use_patches,
+            "use_coa": self.use_coa,
+            "grid": self.grid,
+        }
+
     @property
     def min_size(self) -> int:
-        """Input sides must be multiples of this: the patch stream's coarsest level splits into the grid."""
-        return 32 * self.grid
+        """Input sides must be multiples of this: the patch stream's coarsest level splits into the grid (without
+        patches, the half-size image reaches stride 32)."""
+        return 32 * self.grid if self.use_patches else 64
 
     def encode(self, x: torch.Tensor) -> Pyramid:
         """(N, 3, h, w) -> four projected levels (N, dim, h/4 .. h/32) and the global level (N, dim, h/32), in
@@ -282,20 +358,25 @@ class PDFNet(nn.Module):
         glob = self.global_mix(torch.cat([resize_like(f, coarsest) for f in levels[:3]] + [coarsest], dim=1))
         return levels + [self.global_refine(glob)]
 
-    def forward(self, image: torch.Tensor, depth: torch.Tensor) -> PDFNetOutput:
+    def forward(self, image: torch.Tensor, depth: torch.Tensor | None = None) -> PDFNetOutput:
         self._check_inputs(image, depth)
         B, _, H, W = image.shape
         fmt = torch.channels_last if self._use_channels_last(image.device) else torch.contiguous_format
         image = image.contiguous(memory_format=fmt)
-        depth = normalize_depth(depth).expand(-1, 3, -1, -1).contiguous(memory_format=fmt)
-
-        # image and depth at half size share one encoder batch: (2B, 3, H/2, W/2)
-        halves = resize(torch.cat([image, depth], dim=0), (H // 2, W // 2)).contiguous(memory_format=fmt)
-        feats = self.encode(halves)
-        image_feats, depth_feats = [f[:B] for f in feats], [f[B:] for f in feats]
-        # the full-resolution patches: (grid^2 B, 3, H/grid, W/grid), features stitched back to (B, dim, ...)
-        patches = split_patches(image, self.grid).contiguous(memory_format=fmt)
-        patch_feats = [merge_patches(f, self.grid).contiguous(memory_format=fmt) for f in self.encode(patches)]
+        if self.use_depth:
+            depth = normalize_depth(depth).expand(-1, 3, -1, -1).contiguous(memory_format=fmt)
+            # image and depth at half size share one encoder batch: (2B, 3, H/2, W/2)
+            halves = resize(torch.cat([image, depth], dim=0), (H // 2, W // 2)).contiguous(memory_format=fmt)
+            feats = self.encode(halves)
+            image_feats, depth_feats = [f[:B] for f in feats], [f[B:] for f in feats]
+        else:  # RGB-only: the half-size image alone
+            depth, depth_feats = None, None
+            image_feats = self.encode(resize(image, (H // 2, W // 2)).contiguous(memory_format=fmt))
+        patch_feats = None
+        if self.use_patches:
+            # the full-resolution patches: (grid^2 B, 3, H/grid, W/grid), features stitched back to (B, dim, ...)
+            patches = split_patches(image, self.grid).contiguous(memory_format=fmt)
+            patch_feats = [merge_patches(f, self.grid).contiguous(memory_format=fmt) for f in self.encode(patches)]
 
         logits = self.decoder(image, depth, image_feats, depth_feats, patch_feats)
         depth_logits = None
@@ -315,18 +396,24 @@ class PDFNet(nn.Module):
             return True
         return device.type == "cuda" and not self.training and torch.is_autocast_enabled("cuda")
 
-    def _check_inputs(self, image: torch.Tensor, depth: torch.Tensor) -> None:
+    def _check_inputs(self, image: torch.Tensor, depth: torch.Tensor | None) -> None:
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
+        if self.use_depth:
+            self._check_depth(image, depth)
+        H, W = image.shape[-2:]
+        if H % self.min_size or W % self.min_size:
+            raise ValueError(f"image sides must be multiples of {self.min_size}, got {H}x{W}")
+
+    def _check_depth(self, image: torch.Tensor, depth: torch.Tensor | None) -> None:
+        if depth is None:
+            raise ValueError("this PDFNet takes a depth map (it was built with use_depth=True)")
         if depth.ndim != 4 or depth.shape[1] != 1 or depth.shape[0] != image.shape[0]:
             raise ValueError(
                 f"depth must be (B, 1, H, W) matching image {tuple(image.shape)}, got {tuple(depth.shape)}"
             )
         if depth.shape[-2:] != image.shape[-2:]:
             raise ValueError(f"depth size {tuple(depth.shape[-2:])} differs from image size {tuple(image.shape[-2:])}")
-        H, W = image.shape[-2:]
-        if H % self.min_size or W % self.min_size:
-            raise ValueError(f"image sides must be multiples of {self.min_size}, got {H}x{W}")
 
 
 def normalize_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -350,7 +437,15 @@ def build_pdfnet(cfg: ModelConfig) -> PDFNet:
         pos_embed_grid=cfg.pos_embed_grid,
     )
     return PDFNet(
-        encoder, dim=cfg.dim, grid=cfg.grid, variant=cfg.variant, depth_head=cfg.depth_head, dropout=cfg.dropout
+        encoder,
+        dim=cfg.dim,
+        grid=cfg.grid,
+        variant=cfg.variant,
+        depth_head=cfg.depth_head,
+        dropout=cfg.dropout,
+        use_depth=cfg.use_depth,
+        use_patches=cfg.use_patches,
+        use_coa=cfg.use_coa,
     )
 
 

@@ -80,6 +80,10 @@ def export_network(model: PDFNet, path: str | os.PathLike, input_size: int = 102
     path.parent.mkdir(parents=True, exist_ok=True)
     if input_size % model.min_size:
         raise OnnxError(f"the input size must be a multiple of {model.min_size}, got {input_size}")
+    if not model.use_depth:
+        raise OnnxError(
+            "an RGB-only PDFNet (model.use_depth=false) is not exported: the graph's inputs are image and depth"
+        )
     model = model.float().eval()
     model.depth_decoder = None
     image, depth = torch.randn(2, 3, input_size, input_size), torch.rand(2, 1, input_size, input_size)

@@ -75,12 +75,15 @@ def build_training_model(cfg: Config, rt: Runtime) -> PDFNet:
 
 def build_loader(cfg: Config, rt: Runtime, splits: Sequence[str], train: bool) -> DataLoader:
     d = cfg.data
+    # an RGB-only model reads no depth maps; the loss target only where a loss term learns from it
+    depth_folders = (d.train_depths if train else (d.eval_depth,)) if cfg.model.use_depth else ()
+    learns_depth = cfg.loss.integrity_prior or cfg.model.depth_head
     dataset = SegmentationDataset(
         d.root,
         splits,
         d.input_size,
-        d.train_depths if train else (d.eval_depth,),
-        target_depth=d.target_depth if train else None,
+        depth_folders,
+        target_depth=d.target_depth if train and learns_depth else None,
         augment=train and d.augment,
         seed=cfg.train.seed,
     )
@@ -174,14 +177,15 @@ def train_one_epoch(
     for step, batch in enumerate(bar, start=first):
         # dropout and drop path: drawn from (seed, epoch, rank, step), so a run resumed at any step draws the same
         torch.manual_seed(derive_seed(cfg.train.seed, epoch, rt.rank, step))
-        image, depth = batch["image"].to(rt.device), batch["depth"].to(rt.device)
-        mask, target = batch["mask"].to(rt.device), batch["depth_target"].to(rt.device)
+        image, mask = batch["image"].to(rt.device), batch["mask"].to(rt.device)
+        depth, target = (batch[k].to(rt.device) if k in batch else None for k in ("depth", "depth_target"))
         update = (step + 1) % accum == 0 or step + 1 == steps
         sync = nullcontext() if update or not rt.distributed else model.no_sync()
         with sync:
             with autocast(rt.device, cfg.train.precision):
                 output = model(image, depth)
-            losses = pdfnet_loss(output, mask, target, variant=cfg.model.variant)  # float32 outside autocast
+            # float32 outside autocast
+            losses = pdfnet_loss(output, mask, target, cfg.model.variant, integrity_prior=cfg.loss.integrity_prior)
             check_finite(losses["total"], rt, epoch, step, batch["name"], cfg.output_dir)
             scaler.scale(losses["total"] / accum).backward()
         if update:
@@ -225,7 +229,7 @@ def validate(model: nn.Module, loader: DataLoader, cfg: Config, rt: Runtime) -> 
     meter = ValidationMeter(rt.device)
     shown: dict[str, list[torch.Tensor]] = {"image": [], "mask": [], "prediction": []}
     for batch in tqdm(loader, desc="validate", disable=not rt.is_main, leave=False, dynamic_ncols=True):
-        image, depth = batch["image"].to(rt.device), batch["depth"].to(rt.device)
+        image, depth = batch["image"].to(rt.device), batch["depth"].to(rt.device) if "depth" in batch else None
         with autocast(rt.device, "fp32"):
             prob = model(image, depth).logits[0].float().sigmoid()
         meter.update(prob, batch["mask"].to(rt.device))

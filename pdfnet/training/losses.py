@@ -153,7 +153,11 @@ def _deep_supervision(terms: list[torch.Tensor]) -> torch.Tensor:
 
 
 def pdfnet_loss(
-    output: PDFNetOutput, mask: torch.Tensor, depth_target: torch.Tensor, variant: str = "cvpr"
+    output: PDFNetOutput,
+    mask: torch.Tensor,
+    depth_target: torch.Tensor | None,
+    variant: str = "cvpr",
+    integrity_prior: bool = True,
 ) -> dict[str, torch.Tensor]:
     """PDFNet's training loss.
 
@@ -161,27 +165,44 @@ def pdfnet_loss(
         output: the network's output; its ``depth_logits`` may be None (then the depth term is 0).
         mask: (B, 1, H, W) ground truth in {0, 1}.
         depth_target: (B, 1, H, W) pseudo-depth in [0, 1] as loaded (the original's ``depth_large_1024``);
-            min-max normalised here per sample.
+            min-max normalised here per sample. None where no term needs it (an RGB-only model).
         variant: "cvpr" or "release": IoU smoothing 1e-6 or 1, epsilon in the integrity prior or not.
+        integrity_prior: include the depth integrity-prior term (``loss.integrity_prior``; else it is 0).
 
     Returns:
         ``segmentation`` = sum_i w_i (structure_i + 0.5 SSIM_i), ``integrity`` = sum_i w_i prior_i,
         ``depth`` = sum_j w_j SILog_j, with w = 1 for the first output and 0.5 for the others, and
-        ``total`` = segmentation + integrity / 2 + depth / 10. Scalars.
+        ``total`` = segmentation + integrity / 2 + depth / 10. Scalars; a term switched off is 0.
+
+    Raises:
+        ValueError: ``depth_target`` is None but the integrity prior or the depth head needs it.
     """
     check_variant(variant)
+    needs_depth = [
+        name
+        for name, on in (
+            ("the integrity prior", integrity_prior),
+            ("the depth head's loss", output.depth_logits is not None),
+        )
+        if on
+    ]
+    if depth_target is None and needs_depth:
+        raise ValueError(f"{' and '.join(needs_depth)} need(s) a depth target")
     mask = mask.float()
-    depth = normalize_depth(depth_target.float())
     logits = _upsampled([x.float() for x in output.logits], mask.shape[-2:])
+    zero = torch.zeros((), device=mask.device)
+    depth = normalize_depth(depth_target.float()) if needs_depth else None
     # what depends only on the targets is computed once for the six outputs
-    weight, gradients = boundary_weight(mask), _sobel(depth)
+    weight = boundary_weight(mask)
     segmentation = _deep_supervision([segmentation_loss(x, mask, variant, weight) for x in logits])
-    integrity = _deep_supervision(
-        [integrity_prior_loss(x.sigmoid(), depth, mask, variant=variant, gradients=gradients) for x in logits]
-    )
-    if output.depth_logits is None:
-        depth_term = torch.zeros((), device=mask.device)
-    else:
+    integrity = zero
+    if integrity_prior:
+        gradients = _sobel(depth)
+        integrity = _deep_supervision(
+            [integrity_prior_loss(x.sigmoid(), depth, mask, variant=variant, gradients=gradients) for x in logits]
+        )
+    depth_term = zero
+    if output.depth_logits is not None:
         depth_logits = _upsampled([x.float() for x in output.depth_logits], depth.shape[-2:])
         depth_term = _deep_supervision([silog_loss(x.sigmoid(), depth) for x in depth_logits])
     total = segmentation + integrity / 2 + depth_term / 10
