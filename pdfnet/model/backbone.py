@@ -19,6 +19,30 @@ from .swin import SwinEncoder
 
 MICROSOFT_SWIN_B = "swin_base_patch4_window12_384_22kto1k.pth"
 TIMM_SWIN_B = "swin_base_patch4_window12_384.ms_in22k_ft_in1k"
+LOCAL_SWIN_B = f"checkpoints/{MICROSOFT_SWIN_B}"  # where the configs expect Microsoft's file
+
+
+def swin_b_weights() -> str:
+    """A local file of ImageNet Swin-B weights: Microsoft's at :data:`LOCAL_SWIN_B` when it is there, else
+    timm's (the same network, ImageNet-22k fine-tuned on 1k at 384 pixels) fetched once from the Hugging Face
+    Hub into its cache.
+
+    Raises:
+        CheckpointError: offline with neither, saying where to put the file.
+    """
+    if os.path.isfile(LOCAL_SWIN_B):
+        return LOCAL_SWIN_B
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(repo_id=f"timm/{TIMM_SWIN_B}", filename="model.safetensors")
+    except Exception as e:  # the hub raises several unrelated types for "offline" and "not found"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"cannot fetch the ImageNet Swin-B weights (timm/{TIMM_SWIN_B} on the Hugging Face Hub: "
+            f"{type(e).__name__}: {reason}); download Microsoft's {MICROSOFT_SWIN_B} (the Swin Transformer release "
+            f"on GitHub) into {LOCAL_SWIN_B}"
+        ) from None
 
 
 def is_timm_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
