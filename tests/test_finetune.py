@@ -17,8 +17,8 @@ from PIL import Image
 
 from pdfnet import ModelConfig, build_pdfnet, load_pdfnet
 from pdfnet.config import Config, ConfigError, load_config, to_dict
-from pdfnet.data.layout import find_split, write_split_file
-from pdfnet.data.pairing import check_pairs, mask_problem
+from pdfnet.data.layout import Split, find_split, write_split_file
+from pdfnet.data.pairing import check_pairs, mask_notes, mask_problem
 from pdfnet.distributed import Runtime
 from pdfnet.errors import DatasetError, OutputError
 from pdfnet.model.recompute import checkpoint_activations, checkpointed_parts, is_checkpointing
@@ -28,6 +28,7 @@ from pdfnet.training.finetune import (
     FinetuneSetup,
     check_overrides,
     depth_settings,
+    drop_stale_maps,
     finetune,
     hold_out,
 )
@@ -93,11 +94,16 @@ def test_every_mistake_is_listed_at_once_and_nothing_is_written(tmp_path, start)
     Image.open(images / "thin_002.jpg").save(masks / "thin_002.png")  # a photo as mask
     Image.fromarray((np.arange(96 * 128).reshape(96, 128) % 2).astype(np.uint8)).save(masks / "thin_003.png")  # 0/1
     (images / "thin_004.jpg").write_bytes(b"not a jpeg")  # unreadable
+    cutout = np.zeros((96, 128, 4), np.uint8)
+    cutout[30:60, 40:90, 3] = 255
+    Image.fromarray(cutout).save(masks / "thin_005.png")  # a cutout: the object in its transparency
+    Image.fromarray(np.zeros((20, 1000, 3), np.uint8)).save(images / "sliver.png")  # too thin for the depth model
+    Image.fromarray(np.zeros((20, 1000), np.uint8)).save(masks / "sliver.png")
     out = tmp_path / "runs" / "mine"
     result = run_cli(str(images), str(masks), "--out", str(out), "--from", str(start))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("error: 6 problem(s) with") and "nothing was written" in lines[0]
+    assert lines[0].startswith("error: 8 problem(s) with") and "nothing was written" in lines[0]
     problems = "\n".join(lines[1:])
     for expected in (
         "image .*thin_000.jpg has no mask",
@@ -106,11 +112,32 @@ def test_every_mistake_is_listed_at_once_and_nothing_is_written(tmp_path, start)
         "mask .*thin_002.png is not a mask: .* grey",
         "mask .*thin_003.png is not a black-and-white mask: its brightest value is 1",
         "cannot read image .*thin_004.jpg",
+        "mask .*thin_005.png is a cutout: its object is in its transparency",
+        "image .*sliver.png \\(1000x20\\) is too elongated for the depth model",
     ):
         assert len([line for line in lines[1:] if re.search(expected, line)]) == 1, expected
-    assert len(lines) == 7, problems
+    assert len(lines) == 9, problems
     assert not out.exists() and not (tmp_path / "runs").exists()
     assert not (images.parent / DEPTH_CACHE).exists()
+
+
+def test_notes_on_empty_and_inverted_masks():
+    assert mask_notes({"a": 0.1, "b": 0.2}) == []
+    [empty] = mask_notes({"a": 0.0, "b": 0.2})
+    assert empty.startswith("1 mask(s) have no object (all black): a")
+    [inverted] = mask_notes({"a": 0.9, "b": 0.95, "c": 0.1})
+    assert "2 of 3 masks are mostly white" in inverted and "inverted" in inverted
+
+
+def test_depth_maps_older_than_their_photo_are_made_again(tmp_path):
+    make_thin_structures(tmp_path / "im", tmp_path / "gt", n=3)
+    luminance_depth(tmp_path / "im", folders=("depth_large",))
+    split = Split("x", "x", tmp_path / "im", tmp_path / "gt", tmp_path / DEPTH_CACHE / "im", "x", None)
+    assert drop_stale_maps([split], "depth_large") == 0
+    later = (tmp_path / "im" / "thin_001.jpg").stat().st_mtime + 10
+    os.utime(tmp_path / "im" / "thin_001.jpg", (later, later))  # the photo edited after its map was made
+    assert drop_stale_maps([split], "depth_large") == 1
+    assert sorted(os.listdir(split.depth_dir("depth_large"))) == ["thin_000.png", "thin_002.png"]
 
 
 def test_good_masks_pass_and_soft_edges_are_masks():

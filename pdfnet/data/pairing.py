@@ -2,8 +2,9 @@
 
 Every problem is found in one pass and reported together (one line each), so that a user fixes the folders
 once: an image without a mask, a mask without an image, two files of one stem, a file that cannot be read, a
-mask of another size than its image (the image's upright size, EXIF orientation applied as it is read), and a
-mask that is not a mask (a photo, or a label map of 0 and 1 whose object would read as background).
+mask of another size than its image (the image's upright size, EXIF orientation applied as it is read), a
+mask that is not a mask (a photo, a label map of 0 and 1 whose object would read as background, a cutout whose
+object is in its transparency), and a photo too elongated for the depth model.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ GREY_LEVELS = (32, 223)
 # is a label map (0 and 1, ...) whose object would vanish.
 LABEL_MAP_MAX = 128
 MAX_LISTED = 10  # problems shown of each kind
+MOSTLY_WHITE = 0.7  # a share of object pixels that, in most masks of a folder, suggests inverted masks
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,12 @@ class ImagePair:
 
 @dataclass
 class PairCheck:
-    """What :func:`check_pairs` found: the usable pairs, the problems as (kind, one line) and the names of the
-    masks without an object (usable, but worth a note)."""
+    """What :func:`check_pairs` found: the usable pairs, the problems as (kind, one line), and each usable
+    mask's share of object pixels (> 128) by stem (an empty or mostly white mask is usable, but worth a note)."""
 
     pairs: list[ImagePair]
     problems: list[tuple[str, str]]
-    empty_masks: list[str]
+    foreground: dict[str, float]
 
 
 def upright_size(path: Path) -> tuple[int, int]:
@@ -99,20 +101,43 @@ def _stems(files: list[Path], folder: Path, what: str, problems: list[tuple[str,
     return {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
 
 
-def _check_one(pair: ImagePair) -> tuple[tuple[str, str] | None, bool]:
-    """((kind, problem) or None, whether the mask is empty) of one pair."""
+def _object_in_alpha(path: Path, grey: np.ndarray) -> bool:
+    """Whether a mask file is a cutout: a uniform grey image whose transparency varies (the object's outline)."""
+    if int(grey.max()) - int(grey.min()) > 16:
+        return False
+    with Image.open(path) as image:
+        if "A" not in image.getbands() and "transparency" not in image.info:
+            return False
+        alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    return int(alpha.max()) - int(alpha.min()) > 128
+
+
+def _check_one(pair: ImagePair) -> tuple[tuple[str, str] | None, float]:
+    """((kind, problem) or None, the mask's share of object pixels) of one pair."""
+    from .depth import MAX_INPUT_AREA, lower_bound_size
+
     try:
         size = upright_size(pair.image)
         mask = read_gray(pair.mask)
     except ImageReadError as e:
-        return ("unreadable", str(e)), False
+        return ("unreadable", str(e)), 0
+    try:
+        cutout = _object_in_alpha(pair.mask, mask)
+    except (OSError, ValueError) as e:  # read once already: a file that changed meanwhile
+        return ("unreadable", f"cannot read image {pair.mask}: {e}"), 0
+    h, w = lower_bound_size(*size)
+    if h * w > MAX_INPUT_AREA * 518**2:
+        return ("shape", f"image {pair.image} ({size[1]}x{size[0]}) is too elongated for the depth model; crop it"), 0
     if mask.shape != size:
         sizes = f"is {mask.shape[1]}x{mask.shape[0]} but its image {pair.image.name} is {size[1]}x{size[0]}"
-        return ("size", f"mask {pair.mask} {sizes}"), False
+        return ("size", f"mask {pair.mask} {sizes}"), 0
+    if cutout:
+        why = "a cutout: its object is in its transparency (alpha channel); save the alpha as a black-and-white mask"
+        return ("not a mask", f"mask {pair.mask} is {why}"), 0
     why = mask_problem(mask)
     if why:
-        return ("not a mask", f"mask {pair.mask} is {why}"), False
-    return None, not bool((mask > 128).any())
+        return ("not a mask", f"mask {pair.mask} is {why}"), 0
+    return None, float(np.count_nonzero(mask > 128)) / mask.size
 
 
 def check_pairs(images: str | os.PathLike, masks: str | os.PathLike, workers: int | None = None) -> PairCheck:
@@ -131,9 +156,9 @@ def check_pairs(images: str | os.PathLike, masks: str | os.PathLike, workers: in
             missing = f"no {what} folder {folder}" if not folder.exists() else f"{folder} is not a folder"
             problems.append(("folder", missing))
     if problems:
-        return PairCheck([], problems, [])
+        return PairCheck([], problems, {})
     if images.resolve() == masks.resolve():
-        return PairCheck([], [("folder", f"{images} is given as both the image and the mask folder")], [])
+        return PairCheck([], [("folder", f"{images} is given as both the image and the mask folder")], {})
     image_files, mask_files = list_images(images), list_images(masks)
     problems += [
         ("folder", f"no {w}s in {f}")
@@ -150,8 +175,24 @@ def check_pairs(images: str | os.PathLike, masks: str | os.PathLike, workers: in
         results = list(pool.map(_check_one, candidates))
     pairs = [pair for pair, (problem, _) in zip(candidates, results) if problem is None]
     problems += [problem for problem, _ in results if problem is not None]
-    empty = [pair.mask.name for pair, (problem, is_empty) in zip(candidates, results) if problem is None and is_empty]
-    return PairCheck(pairs, problems, empty)
+    share = {pair.stem: object_share for pair, (problem, object_share) in zip(candidates, results) if problem is None}
+    return PairCheck(pairs, problems, share)
+
+
+def mask_notes(foreground: dict[str, float]) -> list[str]:
+    """Remarks on usable masks: those without an object, and masks that look inverted (mostly white)."""
+    found = []
+    empty = sorted(stem for stem, share in foreground.items() if share == 0)
+    if empty:
+        shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+        found.append(f"{len(empty)} mask(s) have no object (all black): {shown}; they are trained as such")
+    white = [stem for stem, share in foreground.items() if share > MOSTLY_WHITE]
+    if foreground and len(white) > len(foreground) / 2:
+        found.append(
+            f"{len(white)} of {len(foreground)} masks are mostly white (object over {MOSTLY_WHITE:.0%} of the "
+            "picture): the object must be white and the background black; are they inverted?"
+        )
+    return found
 
 
 def raise_problems(problems: list[tuple[str, str]], what: str) -> None:

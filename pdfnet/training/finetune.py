@@ -37,7 +37,7 @@ import torch
 
 from ..config import Config, ModelConfig, config_from_dict, load_config, parse_override, to_dict
 from ..data.layout import Split, find_by_stem, read_split_file, write_split_file
-from ..data.pairing import ImagePair, check_pairs, raise_problems
+from ..data.pairing import ImagePair, check_pairs, mask_notes, raise_problems
 from ..distributed import Runtime
 from ..errors import CheckpointError, ConfigError, DatasetError, OutputError
 from ..io import read_gray, write_text_atomic
@@ -243,7 +243,7 @@ def build_config(setup: FinetuneSetup, start: StartWeights, overrides: Sequence[
 def check_data(setup: FinetuneSetup) -> tuple[list[ImagePair], list[ImagePair] | None, list[str]]:
     """(training pairs, validation pairs or None, notes); every problem of both folders in one DatasetError."""
     found = check_pairs(setup.images, setup.masks)
-    problems, notes = list(found.problems), []
+    problems, foreground = list(found.problems), dict(found.foreground)
     val = None
     if setup.val is not None:
         if _absolute(setup.val[0]) == _absolute(setup.images):
@@ -252,15 +252,12 @@ def check_data(setup: FinetuneSetup) -> tuple[list[ImagePair], list[ImagePair] |
             val_found = check_pairs(*setup.val)
             problems += val_found.problems
             val = val_found.pairs
-            found.empty_masks += val_found.empty_masks
+            foreground |= {f"{setup.val[0].name}/{k}": v for k, v in val_found.foreground.items()}
     elif len(found.pairs) < 2 and not found.problems:
         problems.append(("folder", f"{setup.images}: one pair cannot be split for validation; add photos or --val"))
     where = f"{setup.images} and {setup.masks}" + (f" (and --val {setup.val[0]} {setup.val[1]})" if setup.val else "")
     raise_problems(problems, where)
-    if found.empty_masks:
-        shown = ", ".join(found.empty_masks[:5]) + (" ..." if len(found.empty_masks) > 5 else "")
-        notes.append(f"{len(found.empty_masks)} mask(s) have no object (all black): {shown}; trained as such")
-    return found.pairs, val, notes
+    return found.pairs, val, mask_notes(foreground)
 
 
 def hold_out(stems: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -314,13 +311,13 @@ def depth_jobs(plan: Plan, cfg: Config) -> dict[str, list[Split]]:
     folder (training depths and the loss target), the validation images the evaluation depth."""
     jobs: dict[str, list[Split]] = {}
     for folder in plan.depth_models:
-        stems_by_folder: dict[tuple[Path, Path], set[str]] = {}
+        stems_by_folder: dict[tuple[Path, Path, Path], set[str]] = {}
         wanted = [plan.train] + ([plan.val] if folder == cfg.data.eval_depth else [])
         for split in wanted:
-            stems_by_folder.setdefault((split.images, split.depth_base), set()).update(split.stems or ())
+            stems_by_folder.setdefault((split.images, split.masks, split.depth_base), set()).update(split.stems or ())
         jobs[folder] = [
-            Split(images.name, str(images), images, images, base, images.name, tuple(sorted(stems)))
-            for (images, base), stems in stems_by_folder.items()
+            Split(images.name, str(images), images, masks, base, images.name, tuple(sorted(stems)))
+            for (images, masks, base), stems in stems_by_folder.items()
         ]
     return jobs
 
@@ -336,6 +333,7 @@ def make_depth_maps(plan: Plan, cfg: Config, device: torch.device) -> int:
 
     made, errors = 0, []
     for folder, splits in depth_jobs(plan, cfg).items():
+        drop_stale_maps(splits, folder)
         model = plan.depth_models[folder]
         size = 1024 if folder.endswith("_1024") else 518
 
@@ -347,6 +345,22 @@ def make_depth_maps(plan: Plan, cfg: Config, device: torch.device) -> int:
     if errors:
         raise DatasetError("cannot make depth maps: " + "; ".join(errors))
     return made
+
+
+def drop_stale_maps(splits: list[Split], folder: str) -> int:
+    """Delete the cached maps of ``folder`` that are older than their photo (a photo replaced or edited since),
+    so that they are made again; returns how many."""
+    dropped = 0
+    for split in splits:
+        for image in split.image_files():
+            path = split.depth_dir(folder) / f"{image.stem}.png"
+            try:
+                if path.stat().st_mtime < image.stat().st_mtime:
+                    path.unlink()
+                    dropped += 1
+            except FileNotFoundError:
+                continue
+    return dropped
 
 
 def write_splits(plan: Plan, out: Path) -> None:
@@ -420,14 +434,14 @@ def _check_same_setup(setup: FinetuneSetup, stored: dict, out: Path) -> None:
         )
 
 
-def _can_create(folder: Path) -> None:
-    """Refuse, before any work, a folder that cannot be made (its nearest existing ancestor is no writable
-    folder)."""
+def _can_create(folder: Path, hint: str = "") -> None:
+    """Refuse, before any work, a folder that cannot be written in or made (its nearest existing ancestor is no
+    writable folder)."""
     probe = Path(_absolute(folder))
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot create {folder}: {probe} is not a writable folder")
+        raise OutputError(f"cannot write in {folder}: {probe} is not a writable folder{hint}")
 
 
 def finetune(setup: FinetuneSetup, overrides: Sequence[str] = (), resume: str | None = None) -> dict:
@@ -466,6 +480,8 @@ def finetune(setup: FinetuneSetup, overrides: Sequence[str] = (), resume: str | 
     sizes = f"train: {len(plan.train.stems)} images, validation: {len(plan.val.stems)} images"
     log(f"{sizes} ({held}); {start_description}")
 
+    for base in dict.fromkeys((plan.train.depth_base, plan.val.depth_base)):
+        _can_create(base, "; --depth-cache DIR puts the depth maps elsewhere")
     device = resolve_device(cfg.train.device)
     made = make_depth_maps(plan, cfg, device)
     cache = ", ".join(sorted({str(s.depth_base) for s in (plan.train, plan.val)}))
