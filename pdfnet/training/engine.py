@@ -127,17 +127,20 @@ def run_config(config_path: str | None, overrides: list[str], resume: str | None
     return resumed_config(stored, requested, path), path
 
 
-def resumed_config(stored: Config, requested: Config, path: Path) -> Config:
+def resumed_config(
+    stored: Config,
+    requested: Config,
+    path: Path,
+    advice: str = "Resume with the run's own settings (omit --config to use the stored ones), or start a fresh "
+    "output_dir",
+) -> Config:
     """``requested`` when it may resume the run of ``stored`` (checkpoint ``path``): the settings that differ
-    are logged, or a ConfigError names those that would change the weights."""
+    are logged, or a ConfigError names those that would change the weights (then ``advice``)."""
     changes = config_changes(stored, requested)
     refused = [c for c in changes if c[0] not in HARMLESS_ON_RESUME]
     if refused:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in refused)
-        raise ConfigError(
-            f"resuming {path} with settings that change its results: {listed}. Resume with the run's own "
-            f"settings (omit --config to use the stored ones), or start a fresh output_dir"
-        )
+        raise ConfigError(f"resuming {path} with settings that change its results: {listed}. {advice}")
     for key, old, new in changes:
         print(f"resume: {key} {old!r} -> {new!r}")
     return requested

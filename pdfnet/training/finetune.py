@@ -456,18 +456,24 @@ def finetune(setup: FinetuneSetup, overrides: Sequence[str] = (), resume: str | 
         CheckpointError, ConfigError, OutputError, DepthModelError: naming the file, key or folder at fault.
     """
     out = setup.out
+    check_overrides(overrides)
+    depth_settings(setup.depth_models)  # the flags first: they are checked in no time
     pairs, val_pairs, notes = check_data(setup)
     last = ckpt.resolve_resume(resume, out)
     if last is not None:  # the run's own settings and splits; the weights come from its checkpoint
         _check_same_setup(setup, _read_record(out), out)
-        check_overrides(overrides)
         stored = config_from_dict(ckpt.read_training_checkpoint(last)["config"])
-        cfg = resumed_config(stored, load_config(None, overrides, base=stored), last)
+        advice = "Resume with the settings the run started with, or start another --out"
+        cfg = resumed_config(stored, load_config(None, overrides, base=stored), last, advice)
         plan = stored_plan(setup, out)
         start_description = f"resuming {last}"
     else:
-        if resume is None:
-            ckpt.check_fresh(out)
+        found = [name for name in ckpt.RUN_FILES if (out / name).exists()] if resume is None else []
+        if found:
+            raise OutputError(
+                f"{out} already holds a run ({', '.join(found)}); continue it with --resume auto (the same IMAGES, "
+                "MASKS and options), or choose another --out"
+            )
         _can_create(out)
         start = resolve_start(setup.start)
         cfg = build_config(setup, start, overrides)
