@@ -20,9 +20,9 @@ from pdfnet.config import Config, ConfigError, load_config, to_dict
 from pdfnet.data.layout import Split, find_split, write_split_file
 from pdfnet.data.pairing import check_pairs, mask_notes, mask_problem
 from pdfnet.distributed import Runtime
-from pdfnet.errors import DatasetError, OutputError
+from pdfnet.errors import CheckpointError, DatasetError, OutputError
 from pdfnet.model.recompute import checkpoint_activations, checkpointed_parts, is_checkpointing
-from pdfnet.training.engine import build_training_model
+from pdfnet.training.engine import build_training_model, train
 from pdfnet.training.finetune import (
     DEPTH_CACHE,
     FinetuneSetup,
@@ -31,6 +31,7 @@ from pdfnet.training.finetune import (
     drop_stale_maps,
     finetune,
     hold_out,
+    resolve_start,
 )
 from pdfnet.training.losses import pdfnet_loss
 from pdfnet.training.schedule import build_optimizer
@@ -300,6 +301,28 @@ def test_offline_published_weights_fail_at_once(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / DEPTH_CACHE).exists()
 
 
+def test_start_weights(tmp_path, start, tiny_official_checkpoint, monkeypatch):
+    ours = resolve_start(str(start))
+    assert ours.init_from == str(start) and ours.backbone is None
+    assert ours.model == ModelConfig(**TINY_ARCH)  # the architecture of the file, not the recipe's Swin-B
+    theirs = resolve_start(tiny_official_checkpoint)
+    assert theirs.model.variant == "release" and theirs.model.depth_head and theirs.model.embed_dim == 16
+    swin = tmp_path / "swin.pth"
+    swin.write_bytes(b"weights")
+    monkeypatch.setattr("pdfnet.model.backbone.LOCAL_SWIN_B", str(swin))  # Microsoft's file in checkpoints/
+    imagenet = resolve_start("imagenet")
+    assert (imagenet.init_from, imagenet.backbone, imagenet.model) == (None, str(swin), ModelConfig())
+    with pytest.raises(CheckpointError, match="--from nope.pt: no such file; expected base, general, imagenet"):
+        resolve_start("nope.pt")
+    with pytest.raises(CheckpointError, match="not a PDFNet checkpoint"):
+        resolve_start(str(_save(tmp_path / "other.pt", {"weight": torch.zeros(2)})))
+
+
+def _save(path: Path, obj) -> Path:
+    torch.save(obj, path)
+    return path
+
+
 def _weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
@@ -324,6 +347,9 @@ def test_resume_continues_exactly_and_refuses_other_data(tmp_path, start):
     assert resumed["before"] == pytest.approx(straight["before"]) and resumed["after"] == pytest.approx(
         straight["after"]
     )
+    # train.py goes on with the run's config (its splits are split files)
+    cfg = load_config(tmp_path / "resumed" / "config.yaml", ["train.epochs=3"])
+    assert [r["epoch"] for r in train(cfg, resume="auto")] == [3]
     other = tmp_path / "other"
     make_thin_structures(other / "im", other / "gt", n=3)
     moved = FinetuneSetup(other / "im", other / "gt", tmp_path / "resumed", start=str(start), depth_models=("large",))
