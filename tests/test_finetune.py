@@ -329,7 +329,7 @@ def _weights(path: Path) -> dict:
 
 def test_resume_continues_exactly_and_refuses_other_data(tmp_path, start):
     images, masks = tmp_path / "im", tmp_path / "gt"
-    make_thin_structures(images, masks, n=6)
+    make_thin_structures(images, masks, n=4)
     luminance_depth(images)
 
     def setup(out: str) -> FinetuneSetup:
