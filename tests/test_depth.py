@@ -134,7 +134,9 @@ def test_a_folder_in_use_is_refused(tiny_depth_model, tmp_path):
     with FolderLock(out, "depth_prep"):  # another run holds the folder
         with pytest.raises(OutputError, match="in use by another depth_prep run"):
             prepare_depth_maps(root, ["DIS-VD"], lambda: DepthEstimator(tiny_depth_model), "depth_large")
+    assert not out.exists()  # made for the lock, and removed with it: nothing was written
     # a lock left by a killed process is taken over
+    out.mkdir()
     (out / ".pdfnet.lock").write_text("999999999\n")
     written, _ = prepare_depth_maps(root, ["DIS-VD"], lambda: DepthEstimator(tiny_depth_model), "depth_large")
     assert written == 1 and not (out / ".pdfnet.lock").exists()
@@ -159,6 +161,27 @@ def test_prepare_depth_command(tiny_depth_model, tmp_path):
     second = subprocess.run(command + ["no/such/model/"], capture_output=True, text=True)
     assert second.returncode == 0 and "wrote 0 depth map(s)" in second.stdout, second.stderr
     assert {p: p.stat().st_mtime_ns for p in root.glob("*/depth_large/*.png")} == stamps
+
+
+def test_maps_made_otherwise_are_named_and_redone_with_overwrite(tiny_depth_model, tmp_path):
+    from pdfnet.provenance import read_options
+
+    root = make_toy_dis5k(tmp_path, splits=("DIS-VD",), n=2)
+    command = [sys.executable, "-m", "pdfnet", "depth", "--data-root", str(root), "--splits", "DIS-VD"]
+    command += ["--device", "cpu", "--model", tiny_depth_model]
+    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+    maps = sorted((root / "DIS-VD" / "depth_large").glob("*.png"))
+    assert read_options(maps[0])["input-size"] == "518" and read_options(maps[0])["model"].startswith("tiny_depth")
+    stamps = [p.stat().st_mtime_ns for p in maps]
+    other = subprocess.run(command + ["--input-size", "280"], capture_output=True, text=True)
+    assert other.returncode == 0 and "wrote 0 depth map(s)" in other.stdout
+    [note] = [line for line in other.stderr.splitlines() if line.startswith("note:")]
+    assert "2 depth maps were made with other options: input-size=518 (now 280)" in note and "--overwrite" in note
+    assert [p.stat().st_mtime_ns for p in maps] == stamps  # kept
+    redone = subprocess.run(command + ["--input-size", "280", "--overwrite"], capture_output=True, text=True)
+    assert "wrote 2 depth map(s)" in redone.stdout and read_options(maps[0])["input-size"] == "280"
+    again = subprocess.run(command + ["--input-size", "280"], capture_output=True, text=True)
+    assert "wrote 0 depth map(s)" in again.stdout and "note:" not in again.stderr
 
 
 @pytest.mark.parametrize("flag", [["--batch-size", "0"], ["--batch-size", "-1"], ["--input-size", "3"]])
