@@ -262,7 +262,7 @@ def test_frozen_encoder_is_left_out_and_unchanged():
 # -------------------------------------------------------------------------------------------- the command
 
 
-def test_finetune_end_to_end_with_a_depth_model(tmp_path, start, tiny_depth_model):
+def test_finetune_end_to_end_with_a_depth_model(tmp_path, start, tiny_depth_model, capfd):
     images, masks = tmp_path / "photos", tmp_path / "labels"
     make_thin_structures(images, masks, n=5)
     out = tmp_path / "runs" / "mine"
@@ -286,9 +286,32 @@ def test_finetune_end_to_end_with_a_depth_model(tmp_path, start, tiny_depth_mode
     load_pdfnet(out / "best.pt")
     assert load_config(out / "config.yaml").data.train_sets == ("train.yaml:train",)
     # a second run on the same photos makes no depth map, and loads no depth model (this one does not exist)
+    # (the maps record the model that made them: those of another model are used and reported)
     again = FinetuneSetup(images, masks, tmp_path / "runs" / "two", start=str(start), depth_models=("large=/no/such",))
     finetune(again, [*FAST, "train.epochs=1"])
     assert sorted(os.listdir(cache / "depth_large")) == [f"thin_{i:03d}.png" for i in range(5)]
+    noted = capfd.readouterr().err
+    assert re.search(r"depth_large: 5 depth maps were made with other options: model=.* \(now /no/such\)", noted)
+    assert "used as they are; delete that folder to have its maps made again" in noted
+
+
+def test_flags_and_depth_models_are_checked_before_any_work(tmp_path, start):
+    images, masks = tmp_path / "photos", tmp_path / "masks"
+    make_thin_structures(images, masks, n=3)
+    out = tmp_path / "runs" / "mine"
+    args = [str(images), str(masks), "--out", str(out), "--from", str(start)]
+    for extra, expected in (
+        (["--depth-models", "large=/no/such/model"], "no depth model folder /no/such/model"),
+        (["train.epoch=3"], "unknown config key 'train.epoch'"),
+        (["train.epochs=x"], "train.epochs: expected an integer"),
+        (["data.root=elsewhere"], "data.root is set by finetune's IMAGES MASKS"),
+    ):
+        result = run_cli(*args, *extra)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    os.remove(masks / "thin_000.png")  # the flags come first: they are checked in no time
+    result = run_cli(str(images), str(masks), "--out", str(out), "--from", "nope.pt")
+    assert result.returncode == 1 and "--from nope.pt: no such file" in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / DEPTH_CACHE).exists()
 
 
 def test_offline_published_weights_fail_at_once(tmp_path):
@@ -298,6 +321,11 @@ def test_offline_published_weights_fail_at_once(tmp_path):
     result = run_cli(str(images), str(masks), "--out", str(tmp_path / "out"), "--from", "base", env=env)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "PDFNet_Best.pth" in result.stderr and "--from PATH" in result.stderr
+    # the Swin-B encoder's ImageNet weights likewise (none in checkpoints/ of the repository)
+    result = run_cli(str(images), str(masks), "--out", str(tmp_path / "out"), "--from", "imagenet", env=env)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "timm/swin_base_patch4_window12_384" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
+    assert "checkpoints/swin_base_patch4_window12_384_22kto1k.pth" in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / DEPTH_CACHE).exists()
 
 

@@ -39,7 +39,7 @@ from ..config import Config, ModelConfig, config_from_dict, load_config, parse_o
 from ..data.layout import Split, find_by_stem, read_split_file, write_split_file
 from ..data.pairing import ImagePair, check_pairs, mask_notes, raise_problems
 from ..distributed import Runtime
-from ..errors import CheckpointError, ConfigError, DatasetError, OutputError
+from ..errors import CheckpointError, ConfigError, DatasetError, DepthModelError, OutputError
 from ..io import read_gray, write_text_atomic
 from ..model.checkpoint import checkpoint_architecture, load_pdfnet
 from ..model.network import PDFNet
@@ -52,6 +52,7 @@ START_NAMES = ("base", "general", "imagenet")
 DEPTH_CACHE = ".pdfnet-depth"
 RECORD = "finetune.json"
 TABLE_KEYS = ("maxFm", "wFm", "MAE", "HCE")
+KEPT_MAPS = "used as they are; delete that folder to have its maps made again"
 # settings the command's arguments make; an override of one would break the run's data or its starting point
 MANAGED_KEYS = {
     "data.root": "IMAGES MASKS",
@@ -179,10 +180,31 @@ def override_keys(overrides: Sequence[str]) -> list[str]:
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
-    """Refuse overrides of the settings the command's arguments make, naming the argument to use."""
+    """Refuse overrides of the settings the command's arguments make, naming the argument to use, and those
+    ``train.py`` would refuse (an unknown key, a wrong type), naming the key.
+
+    Raises:
+        ConfigError: naming the key.
+    """
     for text, key in zip(overrides, override_keys(overrides)):
         if key in MANAGED_KEYS:
             raise ConfigError(f"{key} is set by finetune's {MANAGED_KEYS[key]}; give that instead of {text!r}")
+    load_config(None, overrides)
+
+
+def check_flags(setup: FinetuneSetup, overrides: Sequence[str]) -> None:
+    """The checks that take no time, before the folders are read: ``--depth-models``, the overrides, and that
+    ``--from`` names published weights or an existing path.
+
+    Raises:
+        ConfigError, CheckpointError: naming the flag or key.
+    """
+    depth_settings(setup.depth_models)
+    check_overrides(overrides)
+    if setup.start not in START_NAMES and not os.path.exists(setup.start):
+        raise CheckpointError(
+            f"--from {setup.start}: no such file; expected {', '.join(START_NAMES)} or a PDFNet checkpoint file"
+        )
 
 
 def resolve_start(start: str) -> StartWeights:
@@ -192,7 +214,7 @@ def resolve_start(start: str) -> StartWeights:
     Raises:
         CheckpointError: unknown, offline without a cached copy, or not a PDFNet checkpoint; saying what to do.
     """
-    from ..inference.predictor import PRETRAINED, download_weights
+    from ..hub import PRETRAINED, download_weights
     from ..model.backbone import swin_b_weights
 
     if start == "imagenet":
@@ -204,7 +226,7 @@ def resolve_start(start: str) -> StartWeights:
             raise CheckpointError(f"{e} (for finetune: --from PATH)") from None
         description = f"published weights {start!r} ({PRETRAINED[start][0]})"
     else:
-        if not Path(start).is_file():
+        if not os.path.exists(start):  # (a folder, an empty file, ... are named by checkpoint_architecture)
             raise CheckpointError(
                 f"--from {start}: no such file; expected {', '.join(START_NAMES)} or a PDFNet checkpoint file"
             )
@@ -322,6 +344,49 @@ def depth_jobs(plan: Plan, cfg: Config) -> dict[str, list[Split]]:
     return jobs
 
 
+def depth_options(model: str, folder: str) -> dict[str, object]:
+    """What makes the maps of a depth folder (recorded in each map, as ``pdfnet depth`` records them): a rerun
+    with another model keeps and reports the maps made before instead of mixing them up silently."""
+    from ..provenance import depth_model_identity
+
+    size = 1024 if folder.endswith("_1024") else 518
+    return {"model": depth_model_identity(model), "input-size": size, "format": "png8", "precision": "fp32"}
+
+
+def check_depth_sources(plan: Plan, cfg: Config) -> None:
+    """Check, before any work, that the depth models of the folders with missing maps can be loaded (a local
+    folder that exists, a Hub model cached or reachable); models whose maps all exist are not looked at.
+
+    Raises:
+        DepthModelError: naming the ``--depth-models`` item, why, and the two ways out.
+    """
+    from ..hub import check_depth_model_source, resolve_depth_model
+
+    checked = set()
+    for folder, splits in depth_jobs(plan, cfg).items():
+        model = plan.depth_models[folder]
+        missing = [split.depth_dir(folder) for split in splits if _missing_maps(split, folder)]
+        if not missing or model in checked:
+            continue
+        checked.add(model)
+        try:
+            check_depth_model_source(model)
+        except DepthModelError as e:
+            # the reason without predict's advice (its flags are not finetune's)
+            why = str(e).split(". On a machine")[0].split(": --depth-model takes")[0]
+            size = folder.removeprefix("depth_").removesuffix("_1024")
+            repo = resolve_depth_model(size)
+            raise DepthModelError(
+                f"--depth-models {size}{'' if model == size else '=' + model}: {why}. Give {size}=FOLDER with a "
+                f"copy of the model (`hf download {repo} --local-dir FOLDER` where there is internet), or put "
+                f"ready-made maps in {missing[0]}"
+            ) from None
+
+
+def _missing_maps(split: Split, folder: str) -> bool:
+    return any(not (split.depth_dir(folder) / f"{image.stem}.png").exists() for image in split.image_files())
+
+
 def make_depth_maps(plan: Plan, cfg: Config, device: torch.device) -> int:
     """Every missing depth map of the plan (existing ones kept); returns how many were made.
 
@@ -335,12 +400,14 @@ def make_depth_maps(plan: Plan, cfg: Config, device: torch.device) -> int:
     for folder, splits in depth_jobs(plan, cfg).items():
         drop_stale_maps(splits, folder)
         model = plan.depth_models[folder]
-        size = 1024 if folder.endswith("_1024") else 518
+        options = depth_options(model, folder)
 
-        def estimator(model: str = model, size: int = size) -> DepthEstimator:
+        def estimator(model: str = model, size: int = options["input-size"]) -> DepthEstimator:
             return DepthEstimator(model, device=device, precision="fp32", input_size=size)
 
-        written, failed = prepare_depth_maps(".", splits, estimator, out_name=folder)
+        written, failed = prepare_depth_maps(
+            ".", splits, estimator, out_name=folder, options=options, kept_action=KEPT_MAPS
+        )
         made, errors = made + written, errors + failed
     if errors:
         raise DatasetError("cannot make depth maps: " + "; ".join(errors))
@@ -456,8 +523,7 @@ def finetune(setup: FinetuneSetup, overrides: Sequence[str] = (), resume: str | 
         CheckpointError, ConfigError, OutputError, DepthModelError: naming the file, key or folder at fault.
     """
     out = setup.out
-    check_overrides(overrides)
-    depth_settings(setup.depth_models)  # the flags first: they are checked in no time
+    check_flags(setup, overrides)  # the flags first: they are checked in no time
     pairs, val_pairs, notes = check_data(setup)
     last = ckpt.resolve_resume(resume, out)
     if last is not None:  # the run's own settings and splits; the weights come from its checkpoint
@@ -479,6 +545,7 @@ def finetune(setup: FinetuneSetup, overrides: Sequence[str] = (), resume: str | 
         cfg = build_config(setup, start, overrides)
         plan = make_plan(setup, cfg, pairs, val_pairs)
         start_description = f"starting from {start.description}"
+    check_depth_sources(plan, cfg)
     log = _printer()
     for note in notes:
         log(f"note: {note}")
