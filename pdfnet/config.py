@@ -162,7 +162,7 @@ class TrainConfig:
             precedence over pretrained_backbone.
         checkpoint_activations: recompute the activations of the Swin blocks and the decoder's stages in the
             backward pass instead of keeping them (:mod:`pdfnet.model.recompute`): the same gradients, much less
-            memory, about a third more compute.
+            memory, a second forward pass of those parts.
         freeze: "encoder" keeps the Swin encoder's weights as they start (no gradients, not in the optimiser):
             for fine-tuning on a few images, and less memory; "none" trains everything.
     """

@@ -1,6 +1,6 @@
 """Activation checkpointing: parts of PDFNet keep only their inputs in the forward pass and compute their
-activations again in the backward pass (``torch.utils.checkpoint``, non-reentrant), trading about a third more
-training compute for much less memory at 1024 pixels (the README's "Fine-tune on your own photos" has the table).
+activations again in the backward pass (``torch.utils.checkpoint``, non-reentrant), trading a second forward pass
+of those parts for much less memory at 1024 pixels (the README's "Fine-tune on your own photos" has the table).
 
 The gradients are those of the plain network: the recomputation restores the random state (dropout, drop path),
 so it draws what the first pass drew. Nothing changes at inference (in eval mode or without gradients the parts
