@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after other flags (argparse takes positionals in one run only)
-        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        if args.command in ("train", "finetune") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         from .distributed import is_main_process
 
         if is_main_process():
-            print("interrupted; finished outputs are kept and a rerun continues", file=sys.stderr)
+            again = " with --resume auto" if args.command in ("train", "finetune") else ""
+            print(f"interrupted; finished outputs are kept and a rerun{again} continues", file=sys.stderr)
         return 130
 
 

@@ -200,6 +200,11 @@ class TrainConfig:
             ``timm:<model name>`` to download through timm, or null for none.
         init_from: a PDFNet checkpoint (ours or the authors', e.g. PDFNet_Best.pth) to fine-tune from; it takes
             precedence over pretrained_backbone.
+        checkpoint_activations: recompute the activations of the Swin blocks and the decoder's stages in the
+            backward pass instead of keeping them (:mod:`pdfnet.model.recompute`): the same gradients, much less
+            memory, a second forward pass of those parts.
+        freeze: "encoder" keeps the Swin encoder's weights as they start (no gradients, not in the optimiser):
+            for fine-tuning on a few images, and less memory; "none" trains everything.
     """
 
     epochs: int = field(default=100, metadata=_AT_LEAST_1)
@@ -215,6 +220,8 @@ class TrainConfig:
     device: str | None = None
     pretrained_backbone: str | None = None
     init_from: str | None = None
+    checkpoint_activations: bool = False
+    freeze: Literal["none", "encoder"] = "none"
 
 
 @dataclass
@@ -240,8 +247,17 @@ MOVED_KEYS = {
 MOVED_VALUES: dict[str, Callable[[Any], Any]] = {"data.train_split": lambda split: [split]}
 
 # Settings a resumed run may change: they do not alter the weights it computes.
+# (train.checkpoint_activations recomputes what the plain pass computes: the same gradients)
 HARMLESS_ON_RESUME = frozenset(
-    {"train.epochs", "output_dir", "data.num_workers", "train.device", "train.log_images", "train.checkpoint_every"}
+    {
+        "train.epochs",
+        "output_dir",
+        "data.num_workers",
+        "train.device",
+        "train.log_images",
+        "train.checkpoint_every",
+        "train.checkpoint_activations",
+    }
 )
 
 

@@ -113,3 +113,44 @@ def make_toy_dis5k(
                 (root / split / folder).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(depth).save(root / split / folder / f"{split}_{i}.png")
     return root
+
+
+def make_thin_structures(images: Path, masks: Path, n: int, size=(96, 128), seed: int = 0, start: int = 0):
+    """Photos of thin structures (a mesh, or curved wires 1-3 px wide) in a random bright colour on a textured
+    background (smoothed colour noise and stripes), and their masks, as ``thin_<i>.jpg`` / ``thin_<i>.png``."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    H, W = size
+    for i in range(start, start + n):
+        noise = rng.random((max(H // 8, 2), max(W // 8, 2), 3)).astype(np.float32)
+        yy, xx = np.mgrid[:H, :W]
+        angle = rng.uniform(0, np.pi)
+        stripes = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) / rng.uniform(3, 8))
+        background = 0.6 * cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC) + 0.25 * stripes[..., None]
+        image = np.clip((background + 0.1 * rng.random((H, W, 3))) * 200, 0, 255).astype(np.uint8)
+        mask = np.zeros((H, W), np.uint8)
+        if i % 3 == 0:  # a mesh in one part of the picture
+            step = int(rng.integers(W // 8, W // 5))
+            for x in range(int(rng.integers(0, step)), W, step):
+                cv2.line(mask, (x, 0), (x + int(rng.integers(-W // 10, W // 10)), H), 255, 2)
+            for y in range(int(rng.integers(0, step)), H, step):
+                cv2.line(mask, (0, y), (W, y + int(rng.integers(-H // 10, H // 10))), 255, 2)
+            keep = np.zeros_like(mask)
+            y0, x0 = int(rng.integers(0, H // 3)), int(rng.integers(0, W // 3))
+            keep[y0 : y0 + H // 2, x0 : x0 + W // 2] = 1
+            mask *= keep
+        else:  # wires
+            for _ in range(int(rng.integers(3, 7))):
+                steps = rng.integers(-W // 10, W // 10 + 1, (8, 2))
+                points = np.cumsum(steps, axis=0) + [rng.integers(W // 5, W - W // 5), rng.integers(H // 5, H - H // 5)]
+                cv2.polylines(mask, [points.astype(np.int32)], False, 255, int(rng.integers(1, 4)))
+        colour = rng.integers(0, 256, 3)
+        colour[rng.integers(0, 3)] = 255
+        wire = mask > 127
+        image[wire] = (0.2 * image[wire] + 0.8 * colour).astype(np.uint8)
+        cv2.imwrite(str(images / f"thin_{i:03d}.jpg"), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(masks / f"thin_{i:03d}.png"), mask)

@@ -5,6 +5,7 @@
 COMMANDS = {
     "predict": "predict",
     "train": "train",
+    "finetune": "finetune",
     "test": "test",
     "depth": "depth",
     "evaluate": "evaluate",

@@ -270,6 +270,7 @@ def prepare_depth_maps(
     progress: bool = True,
     rt: Runtime | None = None,
     options: Mapping[str, object] | None = None,
+    kept_action: str = "kept, --overwrite redoes them",
 ) -> tuple[int, list[str]]:
     """Write one depth map per image of each split to ``<depth base>/<out_name>/<stem>.png``, the depth base
     being the split's own folder (``<root>/<split>/``, ``DUTS-TE/``, ``HRSOD_train_depth/``, ...: see
@@ -288,6 +289,7 @@ def prepare_depth_maps(
             writes its own share of the missing maps; rank 0 finds them and holds the folders' locks.
         options: what makes the maps (model, input size, format, precision: :mod:`pdfnet.provenance`),
             recorded in each and compared with the existing ones; None skips every existing map.
+        kept_action: how the note on maps made otherwise ends (what happens to them, how to redo them).
 
     Returns:
         (number of maps written, error messages naming the files at fault), over all processes.
@@ -325,7 +327,7 @@ def prepare_depth_maps(
             existing = sort_existing((target, options) for target in maps.values())
             done = set(existing.same) | set(existing.stale())
             todo += [(spec, p) for p, target in maps.items() if target not in done]
-            kept += report_lines(existing, noun="depth map")
+            kept += report_lines(existing, noun="depth map", action=kept_action)
         return out_dirs, todo, errors, kept
 
     out_dirs, todo, errors, kept = on_main(plan, rt)  # one view of what exists, for every process

@@ -5,7 +5,9 @@ and found under a data root that holds either the split folders themselves (``da
 one folder per dataset (``data`` with ``DIS5K/``, ``HRSOD/``, ``UHRSD/``, ``DUTS/``, ``ECSSD/``, ...), in the
 layout of each official download or a common re-packaging (``<split>/{images,masks}``, ``{im,gt}``,
 ``{Imgs,GT}``, ...). ``PATH:NAME`` names a split in a folder of one's own (PATH relative to the root or
-absolute): PATH itself or ``PATH/NAME`` holding images and masks in one of the generic layouts.
+absolute): PATH itself or ``PATH/NAME`` holding images and masks in one of the generic layouts, or PATH a split
+file (YAML, as ``pdfnet finetune`` writes: :func:`write_split_file`) naming an image folder, a mask folder, a
+depth folder and the file stems of the split's images.
 
 Masks are matched to images by file stem. Depth maps sit in ``<depth base>/<depth folder>/<stem>.png`` (or the
 authors' ``.jpg``): the depth base is the split's own folder (``DIS-TR/``, ``DUTS-TE/``, ``UHRSD_TR_2K/``), the
@@ -18,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ..errors import DatasetError
-from ..io import IMAGE_SUFFIXES, list_images
+from ..io import IMAGE_SUFFIXES, list_images, write_text_atomic
 
 # (images, masks) folder names of the common re-packagings, tried inside a split's folder: the PDFNet release,
 # the DIS-5K download, UHRSD's download, MINet, PoolNet/F3Net-style packs and others.
@@ -132,6 +136,8 @@ class Split:
         images, masks: its image and mask folders.
         depth_base: the folder its depth folders (``depth_large``, ...) are in.
         dataset: the dataset it belongs to (its own name for splits of one's own).
+        stems: the file stems of its images when it is a part of the image folder (a split file's), else None
+            (all of them).
     """
 
     name: str
@@ -140,6 +146,10 @@ class Split:
     masks: Path
     depth_base: Path
     dataset: str
+    stems: tuple[str, ...] | None = None
+
+    def __str__(self) -> str:
+        return self.spec
 
     def depth_dir(self, folder: str) -> Path:
         return self.depth_base / folder
@@ -148,9 +158,18 @@ class Split:
         """The split's image files, sorted.
 
         Raises:
-            DatasetError: there are none.
+            DatasetError: there are none, or an image of its stems is not in the image folder.
         """
         images = list_images(self.images)
+        if self.stems is not None:
+            by_stem = {p.stem: p for p in images}
+            missing = [s for s in self.stems if s not in by_stem]
+            if missing:
+                shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+                raise DatasetError(
+                    f"{len(missing)} image(s) of split {self.spec} are no longer in {self.images}: {shown}"
+                )
+            images = sorted(by_stem[s] for s in self.stems)
         if not images:
             raise DatasetError(f"no images in {self.images} (split {self.spec})")
         return images
@@ -209,16 +228,22 @@ def _candidates(root: Path, path: str | None, name: str) -> list[tuple[Path, Lay
     return found
 
 
-def find_split(root: str | Path, spec: str) -> Split:
-    """The folders of split ``spec`` (``NAME`` or ``PATH:NAME``) under data root ``root``.
+def find_split(root: str | Path, spec: str | Split) -> Split:
+    """The folders of split ``spec`` (``NAME`` or ``PATH:NAME``; a :class:`Split` is returned as it is) under data
+    root ``root``.
 
     Raises:
         SplitNotFoundError: a known name (or ``PATH:NAME``) whose image and mask folders are not there, naming
             where they were looked for.
-        DatasetError: an unknown name that is not a folder of the root either, listing the known ones.
+        DatasetError: an unknown name that is not a folder of the root either, listing the known ones; a split
+            file that cannot be read.
     """
+    if isinstance(spec, Split):
+        return spec
     root = Path(root)
     path, name = parse_split(spec)
+    if path is not None and (root / path).is_file():
+        return read_split_file(root / path, name, spec)
     candidates = _candidates(root, path, name)
     half = None  # the first image folder found without its mask folder
     for base, layout in candidates:
@@ -243,6 +268,46 @@ def find_split(root: str | Path, spec: str) -> Split:
         f"no split {spec} under {root} (expected e.g. {' or '.join(examples)}; README.md, Other datasets, lists "
         "the layouts)"
     )
+
+
+SPLIT_FILE_KEYS = ("images", "masks", "depth", "stems")
+
+
+def write_split_file(path: str | Path, images: Path, masks: Path, depth_base: Path, stems: list[str]) -> None:
+    """Write a split file: the images of ``images`` whose stems are ``stems``, their masks in ``masks`` (matched
+    by stem) and their depth folders in ``depth_base``; folders are stored absolute."""
+    data = {
+        "images": str(Path(images).resolve()),
+        "masks": str(Path(masks).resolve()),
+        "depth": str(Path(depth_base).resolve()),
+        "stems": sorted(stems),
+    }
+    header = (
+        "# A split of one's own (pdfnet.data.layout): images and masks matched by stem; depth maps in depth/<folder>\n"
+    )
+    write_text_atomic(path, header + yaml.safe_dump(data, sort_keys=False))
+
+
+def read_split_file(path: Path, name: str, spec: str) -> Split:
+    """The split a split file describes (see :func:`write_split_file`).
+
+    Raises:
+        DatasetError: the file cannot be read or lacks a key, naming it.
+    """
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DatasetError(f"cannot read split file {path}: {e}") from None
+    if not isinstance(data, dict) or any(k not in data for k in SPLIT_FILE_KEYS):
+        raise DatasetError(f"{path} is not a split file (expected the keys {', '.join(SPLIT_FILE_KEYS)})")
+    stems = data["stems"]
+    if not isinstance(stems, list) or not all(isinstance(s, str) for s in stems):
+        raise DatasetError(f"{path}: stems must be a list of file stems")
+    folders = [Path(str(data[k])) for k in ("images", "masks", "depth")]
+    for folder, what in zip(folders[:2], ("image", "mask")):
+        if not folder.is_dir():
+            raise SplitNotFoundError(f"no {what} folder {folder} (split file {path})")
+    return Split(name, spec, folders[0], folders[1], folders[2], name, tuple(stems))
 
 
 def find_by_stem(folder: Path, stem: str) -> Path | None:

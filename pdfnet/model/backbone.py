@@ -19,6 +19,31 @@ from .swin import SwinEncoder
 
 MICROSOFT_SWIN_B = "swin_base_patch4_window12_384_22kto1k.pth"
 TIMM_SWIN_B = "swin_base_patch4_window12_384.ms_in22k_ft_in1k"
+LOCAL_SWIN_B = f"checkpoints/{MICROSOFT_SWIN_B}"  # where the configs expect Microsoft's file
+
+
+def swin_b_weights() -> str:
+    """A local file of ImageNet Swin-B weights: Microsoft's at :data:`LOCAL_SWIN_B` when it is there, else
+    timm's (the same network, ImageNet-22k fine-tuned on 1k at 384 pixels) from the Hugging Face Hub's cache,
+    fetched once (:func:`pdfnet.hub.fetch_file`).
+
+    Raises:
+        CheckpointError: neither is here and the Hub cannot be reached (said within seconds), saying where to put
+            the file.
+    """
+    if os.path.isfile(LOCAL_SWIN_B):
+        return LOCAL_SWIN_B
+    from ..hub import fetch_file
+
+    try:
+        return fetch_file(f"timm/{TIMM_SWIN_B}", "model.safetensors")
+    except Exception as e:  # the hub raises several unrelated types for "offline" and "not found"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"cannot fetch the ImageNet Swin-B weights (model.safetensors of timm/{TIMM_SWIN_B} on the Hugging "
+            f"Face Hub): {reason}. Download Microsoft's {MICROSOFT_SWIN_B} (the Swin Transformer release on "
+            f"GitHub) into {LOCAL_SWIN_B}"
+        ) from None
 
 
 def is_timm_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:

@@ -470,3 +470,29 @@ def _save_safetensors(state: Mapping[str, torch.Tensor], target: Path, metadata:
             save_file(tensors, tmp, metadata=metadata)
     except OSError as e:
         raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
+
+
+def checkpoint_architecture(path: str | os.PathLike) -> ModelConfig:
+    """The network a PDFNet checkpoint holds (ours: its stored config; the authors': read off its shapes, the
+    variant from its depth head), without building it; ``depth_head`` says whether the file has one.
+
+    Raises:
+        CheckpointError: not a PDFNet checkpoint, naming the file.
+    """
+    checkpoint, name = _read(path)
+    state = unwrap_state_dict(checkpoint)
+    try:
+        if not state:
+            raise CheckpointError("holds no tensors: not a PDFNet checkpoint")
+        if is_official_layout(state):
+            variant, depth_head = infer_variant(state, stored_variant(checkpoint))
+            return replace(infer_architecture(state), variant=variant, depth_head=depth_head)
+        if stored_config(checkpoint) is None and not any(k.startswith("encoder.patch_embed.") for k in state):
+            raise CheckpointError("not a PDFNet checkpoint (no Swin encoder in it)")
+        try:
+            cfg = model_config_from_checkpoint(checkpoint)
+        except ConfigError as e:
+            raise CheckpointError(f"its stored config is invalid ({e})") from None
+        return replace(cfg, depth_head=any(k.startswith("depth_decoder.") for k in state))
+    except CheckpointError as e:
+        raise _named(e, name) from None

@@ -45,6 +45,7 @@ from ..io import FolderLock
 from ..model.backbone import load_swin_weights
 from ..model.checkpoint import init_from_checkpoint
 from ..model.network import PDFNet, build_pdfnet
+from ..model.recompute import checkpoint_activations
 from ..runtime import autocast
 from . import checkpointing as ckpt
 from .losses import pdfnet_loss
@@ -61,7 +62,8 @@ class NonFiniteLossError(PDFNetError, RuntimeError):
 
 
 def build_training_model(cfg: Config, rt: Runtime) -> PDFNet:
-    """The network, initialised from ``train.init_from`` (a PDFNet checkpoint) or ImageNet Swin weights."""
+    """The network, initialised from ``train.init_from`` (a PDFNet checkpoint) or ImageNet Swin weights, with
+    ``train.freeze`` and ``train.checkpoint_activations`` applied."""
     torch.manual_seed(cfg.train.seed)
     model = build_pdfnet(cfg.model)
     if cfg.train.init_from:
@@ -70,6 +72,11 @@ def build_training_model(cfg: Config, rt: Runtime) -> PDFNet:
     elif cfg.train.pretrained_backbone:
         loaded, skipped = load_swin_weights(model.encoder, cfg.train.pretrained_backbone)
         log(rt, f"Swin encoder: {len(loaded)} tensors from {cfg.train.pretrained_backbone}; fresh: {skipped}")
+    if cfg.train.freeze == "encoder":
+        # no gradients: left out of the optimiser (and of DDP's reduction), and no activations kept for them
+        model.encoder.requires_grad_(False)
+    if cfg.train.checkpoint_activations:
+        checkpoint_activations(model)
     return model
 
 
@@ -120,17 +127,26 @@ def run_config(config_path: str | None, overrides: list[str], resume: str | None
     stored = config_from_dict(ckpt.read_training_checkpoint(path)["config"])
     if config_path is None:
         requested = load_config(None, overrides, base=stored)
+    return resumed_config(stored, requested, path), path
+
+
+def resumed_config(
+    stored: Config,
+    requested: Config,
+    path: Path,
+    advice: str = "Resume with the run's own settings (omit --config to use the stored ones), or start a fresh "
+    "output_dir",
+) -> Config:
+    """``requested`` when it may resume the run of ``stored`` (checkpoint ``path``): the settings that differ
+    are logged, or a ConfigError names those that would change the weights (then ``advice``)."""
     changes = config_changes(stored, requested)
     refused = [c for c in changes if c[0] not in HARMLESS_ON_RESUME]
     if refused:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in refused)
-        raise ConfigError(
-            f"resuming {path} with settings that change its results: {listed}. Resume with the run's own "
-            f"settings (omit --config to use the stored ones), or start a fresh output_dir"
-        )
+        raise ConfigError(f"resuming {path} with settings that change its results: {listed}. {advice}")
     for key, old, new in changes:
         print(f"resume: {key} {old!r} -> {new!r}")
-    return requested, path
+    return requested
 
 
 # ------------------------------------------------------------------------------------------------------ loop
@@ -244,9 +260,15 @@ def validate(model: nn.Module, loader: DataLoader, cfg: Config, rt: Runtime) -> 
 # ------------------------------------------------------------------------------------------------------ main
 
 
-def train(cfg: Config, resume: str | Path | None = None) -> list[dict]:
+def train(
+    cfg: Config, resume: str | Path | None = None, prepare: Callable[[PDFNet, bool], None] | None = None
+) -> list[dict]:
     """Train as ``cfg`` says, from scratch or from the checkpoint ``resume`` (a path, or ``auto``: the
     output folder's ``last.pt`` when there is one); returns the per-epoch records also in ``metrics.jsonl``.
+
+    ``prepare(model, resuming)``, if given, runs on rank 0 under the output folder's lock, once the folder is
+    checked and the network built as it starts (before the data is read): ``pdfnet finetune`` writes its
+    splits there and scores the starting weights.
 
     Raises:
         OutputError: the output folder holds another run (without ``resume``) or is in use by one.
@@ -257,12 +279,14 @@ def train(cfg: Config, resume: str | Path | None = None) -> list[dict]:
         out = Path(cfg.output_dir)
         path = everywhere(lambda: ckpt.resolve_resume(str(resume) if resume is not None else None, out), rt)
         with held_by_main(FolderLock(out, "training"), rt):
-            return _train(cfg, rt, path, fresh_ok=resume == "auto")
+            return _train(cfg, rt, path, fresh_ok=resume == "auto", prepare=prepare)
     finally:
         teardown(rt)
 
 
-def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -> list[dict]:
+def _train(
+    cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool, prepare: Callable | None = None
+) -> list[dict]:
     out = Path(cfg.output_dir)
 
     # every mistake that can be found before training is found here, by every process together (everywhere,
@@ -285,6 +309,8 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
     checkpoint, progress = everywhere(read_checkpoint, rt)
     on_main(check_folder, rt)
     model = everywhere(lambda: build_training_model(cfg, rt).to(rt.device), rt)
+    if prepare is not None:
+        on_main(lambda: prepare(model, checkpoint is not None), rt)
     train_loader = everywhere(lambda: build_loader(cfg, rt, cfg.data.train_sets, train=True), rt)
     val_loader = everywhere(lambda: _validation_loader(cfg, rt), rt)
     # written once the run's mistakes are found: a run that cannot start leaves no folder (its lock removes it)
