@@ -7,6 +7,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +37,19 @@ class Pair:
     gt: Path
 
 
-def match_files(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> tuple[list[Pair], list[str]]:
-    """Predictions and masks matched by file stem: (pairs in mask order, stems of masks with no prediction)."""
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    for folder, what in ((pred_dir, "prediction"), (gt_dir, "mask")):
+def match_files(
+    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike | Sequence[Path]
+) -> tuple[list[Pair], list[str]]:
+    """Predictions and masks matched by file stem: (pairs in mask order, stems of masks with no prediction).
+    ``gt_dir`` is a folder of masks, or the mask files themselves (a split given by list files)."""
+    pred_dir = Path(pred_dir)
+    listed = not isinstance(gt_dir, str | os.PathLike)
+    gt_dir = [Path(p) for p in gt_dir] if listed else Path(gt_dir)
+    for folder, what in ((pred_dir, "prediction"), *(() if listed else ((gt_dir, "mask"),))):
         if not folder.is_dir():
             raise EvaluationError(f"no {what} folder {folder}")
     preds = {p.stem: p for p in sorted(pred_dir.iterdir()) if is_listed(p)}
-    gts = [p for p in sorted(gt_dir.iterdir()) if is_listed(p)]
+    gts = gt_dir if listed else [p for p in sorted(gt_dir.iterdir()) if is_listed(p)]
     if not gts:
         raise EvaluationError(f"no masks in {gt_dir}")
     pairs = [Pair(g.stem, preds[g.stem], g) for g in gts if g.stem in preds]
@@ -75,14 +81,15 @@ def _init_worker() -> None:
 
 def evaluate_predictions(
     pred_dir: str | os.PathLike,
-    gt_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike | Sequence[Path],
     workers: int | None = None,
     cache_dir: str | os.PathLike | None = "default",
     allow_missing: bool = False,
     progress: bool = True,
     desc: str = "score",
 ) -> tuple[dict[str, float], list[ImageScores]]:
-    """Score every mask of ``gt_dir`` against the prediction of the same stem in ``pred_dir``.
+    """Score every mask of ``gt_dir`` (a folder, or a list of mask files) against the prediction of the same stem
+    in ``pred_dir``.
 
     Args:
         workers: processes (default: all cores).
@@ -97,6 +104,8 @@ def evaluate_predictions(
         EvaluationError: missing predictions (unless allowed) or unreadable files, all named.
     """
     pairs, missing = match_files(pred_dir, gt_dir)
+    if not isinstance(gt_dir, str | os.PathLike):  # a list of mask files: named by their folder in messages
+        gt_dir = f"the listed masks ({Path(gt_dir[0]).parent}, ...)" if len(gt_dir) else "the listed masks"
     if missing and not allow_missing:
         raise EvaluationError(
             f"{len(missing)} mask(s) in {gt_dir} have no prediction in {pred_dir}: {', '.join(missing[:20])}"
