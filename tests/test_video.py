@@ -273,7 +273,7 @@ def test_predict_never_replaces_a_video_and_wants_the_depth_model_for_it(tiny_of
     (tmp_path / "depth").mkdir()
     assert main([*command, "--out", str(tmp_path / "out"), "--depth", str(tmp_path / "depth")]) == 1
     err = capsys.readouterr().err
-    assert f"{clip} is a video" in err and "Traceback" not in err and not any((tmp_path / "out").iterdir())
+    assert f"{clip} is a video" in err and "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 def test_predict_names_a_corrupt_video_and_goes_on(tiny_official_checkpoint, tiny_depth_model, tmp_path, capsys):

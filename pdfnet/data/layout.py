@@ -180,9 +180,10 @@ class Split:
             pairs.append((image, masks[image.stem]))
         return pairs
 
-    def mask_files(self) -> Path | list[Path]:
-        """What to score predictions against: the mask folder, or a listed split's mask files."""
-        return self.masks if self.listed is None else [mask for _, mask in self.listed]
+    def mask_files(self) -> Path | dict[str, Path]:
+        """What to score predictions against: the mask folder, or a listed split's mask file for each image stem
+        (the predictions' names)."""
+        return self.masks if self.listed is None else {image.stem: mask for image, mask in self.listed}
 
 
 class SplitNotFoundError(DatasetError):
