@@ -145,6 +145,12 @@ def test_a_rerun_does_only_what_is_missing(labelled, tiny_official_checkpoint, t
     assert _label(args, tiny_official_checkpoint, tiny_depth_model) == 0
     captured = capsys.readouterr()
     assert "precision=fp32 (now bf16)" in captured.err and "labelled 0 photo(s)" in captured.out
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if "leaf" not in p.name)
+    # ... and redone with --overwrite, recording the new options
+    assert _label([*args, "--overwrite"], tiny_official_checkpoint, tiny_depth_model) == 0
+    assert "labelled 3 photo(s)" in capsys.readouterr().out
+    for folder in ("masks", "uncertainty"):
+        assert read_options(ds / folder / "vase.png")["precision"] == "bf16"
 
 
 def test_copies_and_bad_places(labelled, tiny_official_checkpoint, tiny_depth_model, capsys, tmp_path):
@@ -161,6 +167,12 @@ def test_copies_and_bad_places(labelled, tiny_official_checkpoint, tiny_depth_mo
     assert not os.path.samefile(copy, tmp_path / "in" / "leaf.png") and same_file(tmp_path / "in" / "leaf.png", copy)
     assert copy.stat().st_mode & 0o777 == 0o666 & ~umask and not (tmp_path / "copied" / "depth_large").exists()
     assert sorted(p.name for p in (tmp_path / "copied" / "images").iterdir()) == ["leaf.png"]  # nothing of broken
+    # a run that labels nothing leaves no dataset folder behind
+    only_broken = tmp_path / "only_broken"
+    only_broken.mkdir()
+    shutil.copy(tmp_path / "in" / "broken.jpg", only_broken)
+    assert _label([str(only_broken), "--out", str(tmp_path / "none")], tiny_official_checkpoint, tiny_depth_model) == 1
+    assert "broken.jpg" in capsys.readouterr().err and not (tmp_path / "none").exists()
     # never among the inputs: the dataset, or its images/ folder, an input's folder
     assert _label([str(photos), "--out", str(photos)], tiny_official_checkpoint, tiny_depth_model) == 1
     assert "folder of inputs" in capsys.readouterr().err
