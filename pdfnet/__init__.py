@@ -6,7 +6,8 @@ The package is layered, each layer importing only those below it:
   configs; reading images and writing files atomically; reading and writing videos.
 - ``model``: the network (Swin encoder, FSE/CoA decoder, patches), its fast paths, and loading weights.
 - ``data``: dataset layouts, the shared pre- and post-processing, training samples, Depth-Anything-V2 depth.
-- ``inference``: the :class:`Predictor`, and the foreground colours of cutouts.
+- ``inference``: the :class:`Predictor`, the foreground colours of cutouts, and how sure a mask is.
+- ``review``: the review page of a dataset made by ``pdfnet label``.
 - ``evaluation``: the DIS metrics, scoring folders, and ``test.py``'s predict-and-score.
 - ``training``: losses, validation, checkpoints and the training loop.
 - ``app``: ``pdfnet serve``'s web page and HTTP API; the one place that imports Gradio (the ``app`` extra), and

@@ -10,8 +10,10 @@ are still empty at its end: a run that fails leaves nothing behind.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -127,11 +129,11 @@ _SWEPT: set[Path] = set()  # folders whose stale temporaries this process has re
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A hidden temporary path beside ``path`` to write to; renamed into place (with the umask's permissions)
-    when the block ends without error, removed otherwise, so that an interrupted run never leaves a truncated
-    file. The folder is created if needed; the first call for a folder removes the stale temporaries of killed
-    runs there."""
+def atomic_path(path: str | os.PathLike, set_mode: bool = True) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` to write to; renamed into place (with the umask's permissions,
+    unless ``set_mode`` is False) when the block ends without error, removed otherwise, so that an interrupted
+    run never leaves a truncated file. The folder is created if needed; the first call for a folder removes the
+    stale temporaries of killed runs there."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, _new_file_mode())
+        if set_mode:
+            os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -175,6 +178,65 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+# errors of os.link that mean "no hard link here" (another file system, one without links, too many links)
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES, errno.ENOSYS}
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike, copy: bool = False) -> str:
+    """Put ``source`` at ``target`` without touching ``source``: a hard link (one file with two names: no space
+    used, and it survives the source being moved or deleted), or a copy where no link can be made (another file
+    system) or ``copy`` is asked for. Atomic: ``target`` appears complete or not at all. A copy keeps the
+    source's modification time (:func:`same_file` compares it) and gets the umask's permissions; a link shares
+    the source's. Returns ``"linked"`` or ``"copied"``.
+
+    Raises:
+        ImageReadError: the source cannot be read.
+        OutputError: the target cannot be written.
+    """
+    source, target = Path(source), Path(target)
+    if not copy:
+        try:
+            with atomic_path(target, set_mode=False) as tmp:  # never chmod: the link is the user's file
+                tmp.unlink()
+                os.link(source, tmp)
+            return "linked"
+        except OSError as e:
+            if isinstance(e, OutputError) or e.errno not in _NO_LINK:
+                raise _copy_error(e, source, target) from None
+    try:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+            stat = source.stat()
+            os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    except OSError as e:
+        raise _copy_error(e, source, target) from None
+    return "copied"
+
+
+def _copy_error(error: OSError, source: Path, target: Path) -> OSError:
+    if isinstance(error, OutputError):
+        return error
+    if error.filename is not None and Path(error.filename) == source:
+        return ImageReadError(f"cannot read {source}: {error.strerror or error}")
+    return OutputError(f"cannot write {target}: {error.strerror or error}")
+
+
+def same_file(source: str | os.PathLike, target: str | os.PathLike) -> bool:
+    """Whether ``target`` holds what ``source`` holds: the same file (a hard link), or a copy of the same size
+    and modification time, or else of the same bytes."""
+    import filecmp
+
+    try:
+        if os.path.samefile(source, target):
+            return True
+        a, b = os.stat(source), os.stat(target)
+        if a.st_size != b.st_size:
+            return False
+        return a.st_mtime_ns == b.st_mtime_ns or filecmp.cmp(source, target, shallow=False)
+    except OSError:
+        return False
 
 
 # How old a temporary must be before it is taken for stale when its writer cannot be checked: one written on

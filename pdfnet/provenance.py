@@ -1,7 +1,8 @@
 """What made an output: the options that change its content, kept inside the file and compared on a rerun.
 
-``predict``, ``depth`` and ``test`` store a record in every file they write: PNGs in a text chunk, videos in
-their container's metadata, both under the key ``pdfnet``, as JSON::
+``predict``, ``depth``, ``test`` and ``label`` store a record in every file they write: PNGs in a text chunk,
+videos in their container's metadata, both under the key ``pdfnet``, and CSV files in their first line
+(``# pdfnet: <JSON>``), as JSON::
 
     {"by": "pdfnet predict", "options": {"output": "mask", "weights": "base", "tta": "off", ...}}
 
@@ -34,6 +35,12 @@ def make_record(command: str, options: Mapping[str, object]) -> dict[str, str]:
     return {RECORD_KEY: json.dumps(record)}
 
 
+def csv_record_line(record: Mapping[str, str]) -> str:
+    """A record (:func:`make_record`) as the first line of a CSV file: ``# pdfnet: {...}`` (pandas skips it
+    with ``comment="#"``)."""
+    return f"# {RECORD_KEY}: {record[RECORD_KEY]}"
+
+
 def _text(value: object) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -41,12 +48,17 @@ def _text(value: object) -> str:
 
 
 def read_options(path: str | os.PathLike) -> dict[str, str] | None:
-    """The options recorded in an output file (PNG or video), or None when it holds no record (or cannot be
+    """The options recorded in an output file (PNG, video or CSV), or None when it holds no record (or cannot be
     read: it is then redone or reported like any other output without one)."""
     path = Path(path)
     try:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             text = _video_tag(path)
+        elif path.suffix.lower() == ".csv":
+            with open(path, encoding="utf-8") as f:
+                first = f.readline(1 << 16)
+            prefix = f"# {RECORD_KEY}: "
+            text = first[len(prefix) :] if first.startswith(prefix) else None
         else:
             from PIL import Image
 

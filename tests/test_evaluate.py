@@ -70,10 +70,12 @@ def test_scoring_runs_without_torch(folders, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "r.json").read_text())["n"] == 4
     # the precision names the options list without importing runtime are runtime's
-    from pdfnet.commands.options import PRECISION_NAMES
+    from pdfnet.commands.options import AUTO_MAX_INPUT_SIZE, PRECISION_NAMES
+    from pdfnet.runtime import AUTO_MAX_INPUT_SIZE as RUNTIME_AUTO_MAX_INPUT_SIZE
     from pdfnet.runtime import PRECISIONS
 
     assert PRECISION_NAMES == tuple(PRECISIONS)
+    assert AUTO_MAX_INPUT_SIZE == RUNTIME_AUTO_MAX_INPUT_SIZE
 
 
 def test_second_run_uses_cached_masks(folders, tmp_path, monkeypatch):

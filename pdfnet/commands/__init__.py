@@ -4,6 +4,7 @@
 # subcommand -> module, in the order ``pdfnet --help`` lists them
 COMMANDS = {
     "predict": "predict",
+    "label": "label",
     "train": "train",
     "finetune": "finetune",
     "test": "test",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-# runtime.PRECISIONS' names, written out: runtime imports torch, and ``pdfnet evaluate`` (which parses these
-# options too) runs without it (tests/test_evaluate.py checks both agree)
+# runtime.PRECISIONS' names and runtime.AUTO_MAX_INPUT_SIZE, written out: runtime imports torch, and ``pdfnet
+# evaluate`` (which parses these options too) runs without it (tests/test_evaluate.py checks both agree)
 PRECISION_NAMES = ("fp32", "fp16", "bf16")
+AUTO_MAX_INPUT_SIZE = 2048
 
 
 def _checked_int(check, expected: str, doc: str):
@@ -29,6 +30,24 @@ input_size = _checked_int(
     "a multiple of 256 (256, 512, ..., 1024, ...)",
     "The network's input side: a positive multiple of 256 (the model was trained at 1024).",
 )
+
+
+def input_size_or_auto(text: str) -> int | str:
+    """The network's input side (:func:`input_size`), or ``auto`` / ``auto:N``: chosen per image from its longer
+    side, at most 2048 (or N, a multiple of 256); ``auto`` is returned as ``auto:2048``, what it means."""
+    if text == "auto" or text.startswith("auto:"):
+        cap = text.partition(":")[2] or str(AUTO_MAX_INPUT_SIZE)
+        if not (cap.isdigit() and int(cap) >= 256 and int(cap) % 256 == 0):
+            raise argparse.ArgumentTypeError(f"expected auto:N with N a multiple of 256 (auto:1536), got {text}")
+        return f"auto:{int(cap)}"
+    try:
+        return input_size(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a multiple of 256 (256, 512, ..., 1024, ...) or auto, got {text}"
+        ) from None
+
+
 depth_input_size = _checked_int(
     lambda v: v >= 14,
     "at least 14 (518 is Depth-Anything-V2's size)",

@@ -3,7 +3,11 @@ outputs are kept (a rerun continues where an interrupted one stopped) and inputs
 
 A video's frames are predicted in batches, each frame on its own (there is no temporal model), and written as a
 grey ``<stem>_mask.mp4`` and a VP9-with-alpha ``<stem>_rgba.webm`` with the input's frame count, size, timestamps
-and (in the WebM) audio."""
+and (in the WebM) audio.
+
+With ``--tta --uncertainty`` every image also gets ``<stem>_uncertainty.png`` (how much the six test-time passes
+disagree: :mod:`pdfnet.inference.uncertainty`) holding its scores, and the folder an ``uncertainty.csv`` of every
+such image, least certain first; a video gets ``<stem>_uncertainty.csv``, the scores of each frame."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from ..io import (
     read_image,
     write_image_atomic,
 )
-from .options import add_device_options, input_size, positive_int
+from .options import add_device_options, input_size_or_auto, positive_int
 
 if TYPE_CHECKING:
     from ..distributed import Runtime
@@ -47,6 +51,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "inputs", nargs="*", help="image or video files, folders or glob patterns (default: the bundled example)"
     )
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    p.add_argument("--format", choices=FORMATS, default="rgba", dest="fmt", help="rgba (default), mask or both")
+    add_model_options(p, "images or video frames per forward pass")
+    p.add_argument("--tta", action="store_true", help="the authors' test-time augmentation (flips x 3 scales)")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="with --tta: also write <stem>_uncertainty.png, how much the six passes disagree (their standard "
+        "deviation, 0.5 -> 255), and uncertainty.csv, every image's scores, least certain first (videos: "
+        "<stem>_uncertainty.csv, a row per frame)",
+    )
+    p.add_argument(
+        "--output-processing-res",
+        action="store_true",
+        help="write masks (cutouts, uncertainty) at the network's processing resolution: the aspect kept, the "
+        "longer side the input size (default: each input's size)",
+    )
+    p.add_argument(
+        "--no-refine",
+        dest="refine",
+        action="store_false",
+        help="RGBA: keep the photo's colours where the mask is soft (default: estimate the foreground's colours, "
+        "so that no fringe of the old background shows)",
+    )
+    add_overwrite_option(p)
+    add_device_options(p)
+
+
+def add_model_options(p: argparse.ArgumentParser, batch_help: str) -> None:
+    """The weights, depth and input-size flags that ``predict`` and ``label`` share."""
     p.add_argument(
         "--weights",
         help="base (default: the authors' DIS-5K model from the Hub), general, a checkpoint file, or a graph of "
@@ -59,48 +92,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Depth-Anything-V2: small (Apache-2.0), base, large (default; both CC-BY-NC-4.0), a repo id or folder",
     )
     p.add_argument("--depth", help="folder of ready-made depth maps named by input stem (skips the depth model)")
-    p.add_argument("--format", choices=FORMATS, default="rgba", dest="fmt", help="rgba (default), mask or both")
-    p.add_argument("--batch-size", type=positive_int, default=1, help="images or video frames per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=1, help=batch_help)
     p.add_argument(
         "--input-size",
-        type=input_size,
+        type=input_size_or_auto,
         default=None,
         help="the side images are resized to for the network: a multiple of 256; 1024 (default) is what the "
-        "model was trained at, and outputs always have each input's size",
+        "model was trained at; auto: each image's longer side rounded to a multiple of 256, at most 2048 "
+        "(auto:N: at most N), which costs more for large photos. Outputs have each input's size",
     )
-    p.add_argument("--tta", action="store_true", help="the authors' test-time augmentation (flips x 3 scales)")
-    p.add_argument(
-        "--no-refine",
-        dest="refine",
-        action="store_false",
-        help="RGBA: keep the photo's colours where the mask is soft (default: estimate the foreground's colours, "
-        "so that no fringe of the old background shows)",
-    )
+
+
+def add_overwrite_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
         help="redo outputs that already exist (default: skip those made with the same options, keep and name those "
         "made otherwise)",
     )
-    add_device_options(p)
 
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def output_names(stem: str, fmt: str, video: bool = False) -> dict[str, str]:
+def output_names(stem: str, fmt: str, video: bool = False, uncertainty: bool = False) -> dict[str, str]:
     """``<stem>.png`` for one format; ``<stem>_mask.png`` and ``<stem>_rgba.png`` for both. A video's are always
-    ``<stem>_mask.mp4`` and ``<stem>_rgba.webm``."""
+    ``<stem>_mask.mp4`` and ``<stem>_rgba.webm``. With ``uncertainty``, also ``<stem>_uncertainty.png`` (a
+    video: ``<stem>_uncertainty.csv``)."""
     if video:
         names = {"mask": f"{stem}_mask.mp4", "rgba": f"{stem}_rgba.webm"}
-        return names if fmt == "both" else {fmt: names[fmt]}
-    if fmt == "both":
-        return {"mask": f"{stem}_mask.png", "rgba": f"{stem}_rgba.png"}
-    return {fmt: f"{stem}.png"}
+        names = names if fmt == "both" else {fmt: names[fmt]}
+    elif fmt == "both":
+        names = {"mask": f"{stem}_mask.png", "rgba": f"{stem}_rgba.png"}
+    else:
+        names = {fmt: f"{stem}.png"}
+    if uncertainty:
+        names["uncertainty"] = f"{stem}_uncertainty.{'csv' if video else 'png'}"
+    return names
 
 
-def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str) -> dict[Path, dict[str, Path]]:
+def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str, uncertainty: bool = False) -> dict[Path, dict[str, Path]]:
     """Every input's output files. Raises OutputError, before any work, when an output would replace an input,
     the output folder is an input's folder, or two inputs would write the same file."""
     out_resolved = out_dir.resolve()
@@ -109,7 +141,8 @@ def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str) -> dict[Path, dict
         raise OutputError(f"--out {out_dir} is a folder of inputs: its outputs would mix with them; choose another")
     plan, owners = {}, {}
     for path in inputs:
-        files = {kind: out_dir / name for kind, name in output_names(path.stem, fmt, is_video(path)).items()}
+        names = output_names(path.stem, fmt, is_video(path), uncertainty)
+        files = {kind: out_dir / name for kind, name in names.items()}
         for target in files.values():
             other = owners.setdefault(target.resolve(), path)
             if other != path:
@@ -157,6 +190,8 @@ def _load_predictor(args: argparse.Namespace, device: str | None):
     )
     if options["input_size"] is None:  # the graph's own size for ONNX, else the paper's 1024
         options["input_size"] = None if (args.weights or "").endswith(".onnx") else 1024
+    elif str(options["input_size"]).startswith("auto") and (args.weights or "").endswith(".onnx"):
+        raise InputError(f"--input-size {args.input_size}: an ONNX graph has one fixed input size; leave it out")
     weights = args.weights or "base"
     if weights.endswith(".onnx"):  # a graph of pdfnet export, run by ONNX Runtime
         del options["device"]
@@ -212,7 +247,9 @@ class Plan:
 
 def output_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """The options that change each kind of output (recorded in it, compared on a rerun: pdfnet.provenance).
-    Weight files and model folders are named by their content."""
+    Weight files and model folders are named by their content. Options added since outputs were first recorded
+    appear only when they are not the default, so that outputs made before they existed still count as made
+    alike."""
     from ..provenance import depth_model_identity, fingerprint
 
     weights = args.weights or "base"
@@ -230,7 +267,13 @@ def output_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
         "tta": args.tta,
         "precision": args.precision,
     }
-    return {"mask": {"output": "mask", **common}, "rgba": {"output": "rgba", **common, "refine": args.refine}}
+    if getattr(args, "output_processing_res", False):
+        common["output-res"] = "processing"
+    return {
+        "mask": {"output": "mask", **common},
+        "rgba": {"output": "rgba", **common, "refine": args.refine},
+        "uncertainty": {"output": "uncertainty", **common},
+    }
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -238,11 +281,13 @@ def _plan(args: argparse.Namespace) -> Plan:
     done (with the same options), to do, or kept (made otherwise, without ``--overwrite``)."""
     from ..provenance import report_lines, sort_existing
 
+    if args.uncertainty and not args.tta:
+        raise InputError("--uncertainty needs --tta: it measures how much the six passes of --tta disagree; add --tta")
     inputs = list(expand_inputs(args.inputs, IMAGE_SUFFIXES + VIDEO_SUFFIXES)) if args.inputs else [example_image()]
     if not inputs:
         raise InputError(f"no images or videos in {' '.join(args.inputs)}")
     out_dir = check_writable_folder(args.out)
-    files = plan_outputs(inputs, out_dir, args.fmt)
+    files = plan_outputs(inputs, out_dir, args.fmt, args.uncertainty)
     if args.overwrite:
         return Plan(len(inputs), out_dir, files, inputs, 0, [])
     options = output_options(args)
@@ -263,6 +308,9 @@ def _run(args: argparse.Namespace, rt: Runtime) -> int:
         for line in plan.kept:
             print(f"note: {line}", file=sys.stderr)
     if not plan.todo:
+        if rt.is_main and args.uncertainty:
+            with FolderLock(plan.out_dir, "predict"):
+                write_uncertainty_summary(plan.out_dir)
         if rt.is_main:
             kept = f", {plan.n_inputs - plan.skipped} made otherwise" if plan.skipped < plan.n_inputs else ""
             print(
@@ -296,6 +344,8 @@ def _run(args: argparse.Namespace, rt: Runtime) -> int:
 
     with held_by_main(FolderLock(plan.out_dir, "predict"), rt):
         outcomes = all_ranks(work, rt)
+        if rt.is_main and args.uncertainty:
+            write_uncertainty_summary(plan.out_dir)
     written = sum(n for n, _ in outcomes)
     failed = [message for _, messages in outcomes for message in messages]
     if rt.is_main:
@@ -349,12 +399,18 @@ def _predict_images(
             depths.append(depth)
         if not paths:
             continue
-        for path, image, mask in zip(paths, images, predictor.predict_masks(images, depths)):
-            files = plan[path]
+        sizes = [predictor.processing_shape(im.shape) for im in images] if args.output_processing_res else None
+        for path, image, result in zip(
+            paths, images, predictor.predict_all(images, depths, uncertainty=args.uncertainty, sizes=sizes)
+        ):
+            files, mask = plan[path], result.mask
             if "mask" in files:
                 write_image_atomic(files["mask"], mask, records["mask"])
             if "rgba" in files:
-                write_image_atomic(files["rgba"], to_rgba(image, mask, refine=args.refine), records["rgba"])
+                colours = image if mask.shape == image.shape[:2] else resize_photo(image, mask.shape)
+                write_image_atomic(files["rgba"], to_rgba(colours, mask, refine=args.refine), records["rgba"])
+            if "uncertainty" in files:
+                write_uncertainty(files["uncertainty"], result.uncertainty, records["uncertainty"])
             written += 1
             bar.update(1)
     bar.close()
@@ -369,12 +425,14 @@ def _predict_video(
     args: argparse.Namespace,
     progress: bool = True,
 ) -> None:
-    """Stream a video's frames through the network, ``--batch-size`` at a time, into its mask and RGBA videos.
+    """Stream a video's frames through the network, ``--batch-size`` at a time, into its mask and RGBA videos
+    (and, with ``--uncertainty``, the CSV of each frame's scores).
 
     Raises:
         PDFNetError: the video cannot be read (or used); its outputs are then not written at all.
     """
     from contextlib import ExitStack
+    from dataclasses import replace
 
     import numpy as np
     from tqdm import tqdm
@@ -384,29 +442,95 @@ def _predict_video(
 
     if args.depth and predictor.uses_depth:
         raise InputError(f"{path} is a video: --depth maps are for images; leave --depth out to use the depth model")
+    rows = []  # (frame, seconds, scores) with --uncertainty
     with ExitStack() as stack:  # on an error the writers, left first, delete their temporary files
         reader = stack.enter_context(open_video(path))
+        frame_shape = (reader.info.height, reader.info.width, 3)
         if predictor.depth_estimator is not None:
-            predictor.depth_estimator.input_shape(np.empty((reader.info.height, reader.info.width, 3), np.uint8))
+            predictor.depth_estimator.input_shape(np.empty(frame_shape, np.uint8))
+        info, size = reader.info, None
+        if args.output_processing_res:
+            size = predictor.processing_shape(frame_shape)
+            info = replace(reader.info, height=size[0], width=size[1])
         mask_out = rgba_out = None
         if "mask" in files:
-            mask_out = stack.enter_context(MaskVideoWriter(files["mask"], reader.info, metadata=records["mask"]))
+            mask_out = stack.enter_context(MaskVideoWriter(files["mask"], info, metadata=records["mask"]))
         if "rgba" in files:
-            rgba_out = stack.enter_context(RgbaVideoWriter(files["rgba"], reader.info, metadata=records["rgba"]))
+            rgba_out = stack.enter_context(RgbaVideoWriter(files["rgba"], info, metadata=records["rgba"]))
         bar = stack.enter_context(
             tqdm(total=reader.info.frame_count or None, desc=path.name, unit="frame", disable=not progress)
         )
         for batch in reader.batches(args.batch_size):
-            masks = np.stack(predictor.predict_masks(list(batch.frames)))
+            frames = list(batch.frames)
+            sizes = [size] * len(frames) if size else None
+            results = predictor.predict_all(frames, uncertainty="uncertainty" in files, sizes=sizes)
+            masks = np.stack([r.mask for r in results])
             if mask_out is not None:
                 mask_out.write(masks, batch.pts, batch.durations)
             if rgba_out is not None:
-                colours = (
-                    [refine_foreground(f, m) for f, m in zip(batch.frames, masks)] if args.refine else batch.frames
-                )
+                frames = [resize_photo(f, size) for f in frames] if size else frames
+                colours = [refine_foreground(f, m) for f, m in zip(frames, masks)] if args.refine else frames
                 rgba_out.write(np.asarray(colours), masks, batch.pts, batch.durations)
+            for k, (result, pts) in enumerate(zip(results, batch.pts)):
+                if result.uncertainty is not None:
+                    rows.append((batch.start + k, float(pts * reader.info.time_base), result.uncertainty.scores))
             bar.update(len(batch))
         bar.total = bar.n  # the header's count can be off (edit lists, estimates)
         bar.refresh()
+    if "uncertainty" in files:
+        write_frame_scores(files["uncertainty"], rows, records["uncertainty"])
     for warning in reader.info.warnings + (rgba_out.warnings if rgba_out else []):
         print(f"warning: {path}: {warning}", file=sys.stderr)
+
+
+def resize_photo(image, shape: tuple[int, ...]):
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 at ``shape``'s (h, w): PIL's bicubic (which antialiases when
+    shrinking), the photo of a cutout at the processing resolution."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = int(shape[0]), int(shape[1])
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC))
+
+
+def write_uncertainty(path: Path, uncertainty, record: dict[str, str]) -> None:
+    """The 8-bit uncertainty map as a PNG whose text chunks hold its record and its scores."""
+    from ..inference.uncertainty import SCORES_KEY
+
+    write_image_atomic(path, uncertainty.map, {**record, SCORES_KEY: uncertainty.scores.to_json()})
+
+
+FRAME_COLUMNS = ("frame", "time_s", "boundary_uncertainty", "image_uncertainty", "foreground_fraction")
+
+
+def write_frame_scores(path: Path, rows: list, record: dict[str, str]) -> None:
+    """A video's ``<stem>_uncertainty.csv``: its record as the first line (``# pdfnet: {...}``), then one row
+    per frame in order (:data:`FRAME_COLUMNS`; an empty boundary where the mask has no edge)."""
+    from ..io import write_text_atomic
+    from ..provenance import csv_record_line
+
+    lines = [csv_record_line(record), ",".join(FRAME_COLUMNS)]
+    for frame, seconds, s in rows:
+        boundary = "" if s.boundary is None else f"{s.boundary:.6f}"
+        lines.append(f"{frame},{seconds:.6f},{boundary},{s.overall:.6f},{s.foreground:.6f}")
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+UNCERTAINTY_SUMMARY = "uncertainty.csv"
+
+
+def write_uncertainty_summary(out_dir: Path) -> int:
+    """``uncertainty.csv`` in ``out_dir``: the scores of every ``<stem>_uncertainty.png`` there (this run's and
+    earlier ones'), least certain first; rebuilt from the files at the end of every run. Returns the rows."""
+    from ..inference.uncertainty import csv_text, read_scores
+    from ..io import list_images, write_text_atomic
+
+    rows = []
+    for path in list_images(out_dir, (".png",)):
+        if path.stem.endswith("_uncertainty"):
+            scores = read_scores(path)
+            if scores is not None:
+                rows.append((path.stem.removesuffix("_uncertainty"), scores, {"file": path.name}))
+    if rows:
+        write_text_atomic(out_dir / UNCERTAINTY_SUMMARY, csv_text(rows, extra=("file",)))
+    return len(rows)

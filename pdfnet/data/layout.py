@@ -8,6 +8,7 @@ layout of each official download or a common re-packaging (``<split>/{images,mas
 absolute): PATH itself or ``PATH/NAME`` holding images and masks in one of the generic layouts, or PATH a split
 file (YAML, as ``pdfnet finetune`` writes: :func:`write_split_file`) naming an image folder, a mask folder, a
 depth folder and the file stems of the split's images.
+``IMAGES.txt+MASKS.txt`` (or ``IMAGES.txt+MASKS.txt:NAME``) names a split by two list files (:func:`find_list_split`).
 
 Masks are matched to images by file stem. Depth maps sit in ``<depth base>/<depth folder>/<stem>.png`` (or the
 authors' ``.jpg``): the depth base is the split's own folder (``DIS-TR/``, ``DUTS-TE/``, ``UHRSD_TR_2K/``), the
@@ -17,6 +18,7 @@ dataset folder for single-split sets (``ECSSD/``, ``PASCAL-S/``), and ``HRSOD_tr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +140,8 @@ class Split:
         dataset: the dataset it belongs to (its own name for splits of one's own).
         stems: the file stems of its images when it is a part of the image folder (a split file's), else None
             (all of them).
+        listed: for a split given by list files, its (image, mask) pairs in list order (``images`` and ``masks``
+            are then the folders of the two list files); None for a folder split.
     """
 
     name: str
@@ -147,6 +151,7 @@ class Split:
     depth_base: Path
     dataset: str
     stems: tuple[str, ...] | None = None
+    listed: tuple[tuple[Path, Path], ...] | None = None
 
     def __str__(self) -> str:
         return self.spec
@@ -160,6 +165,8 @@ class Split:
         Raises:
             DatasetError: there are none, or an image of its stems is not in the image folder.
         """
+        if self.listed is not None:
+            return [image for image, _ in self.listed]
         images = list_images(self.images)
         if self.stems is not None:
             by_stem = {p.stem: p for p in images}
@@ -180,6 +187,8 @@ class Split:
         Raises:
             DatasetError: no images, or an image without a mask, naming the file.
         """
+        if self.listed is not None:
+            return list(self.listed)
         masks: dict[str, Path] = {}
         for path in sorted(list_images(self.masks), key=lambda p: p.suffix.lower() != ".png"):
             masks.setdefault(path.stem, path)
@@ -189,6 +198,11 @@ class Split:
                 raise DatasetError(f"no mask for {image} in {self.masks}")
             pairs.append((image, masks[image.stem]))
         return pairs
+
+    def mask_files(self) -> Path | dict[str, Path]:
+        """What to score predictions against: the mask folder, or a listed split's mask file for each image stem
+        (the predictions' names)."""
+        return self.masks if self.listed is None else {image.stem: mask for image, mask in self.listed}
 
 
 class SplitNotFoundError(DatasetError):
@@ -229,8 +243,8 @@ def _candidates(root: Path, path: str | None, name: str) -> list[tuple[Path, Lay
 
 
 def find_split(root: str | Path, spec: str | Split) -> Split:
-    """The folders of split ``spec`` (``NAME`` or ``PATH:NAME``; a :class:`Split` is returned as it is) under data
-    root ``root``.
+    """The folders of split ``spec`` (``NAME``, ``PATH:NAME`` or ``IMAGES.txt+MASKS.txt[:NAME]``; a :class:`Split`
+    is returned as it is) under data root ``root``.
 
     Raises:
         SplitNotFoundError: a known name (or ``PATH:NAME``) whose image and mask folders are not there, naming
@@ -241,6 +255,8 @@ def find_split(root: str | Path, spec: str | Split) -> Split:
     if isinstance(spec, Split):
         return spec
     root = Path(root)
+    if parse_list_split(spec) is not None:
+        return find_list_split(root, spec)
     path, name = parse_split(spec)
     if path is not None and (root / path).is_file():
         return read_split_file(root / path, name, spec)
@@ -317,3 +333,81 @@ def find_by_stem(folder: Path, stem: str) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+# ---------------------------------------------------------------------------------------------- list files
+
+# IMAGES.txt+MASKS.txt, optionally :NAME (a name without ':' or '/')
+_LIST_SPLIT = re.compile(r"^(?P<images>.+\.txt)\+(?P<masks>.+\.txt)(?::(?P<name>[^:/]+))?$")
+
+
+def parse_list_split(spec: str) -> tuple[str, str, str] | None:
+    """``"IMAGES.txt+MASKS.txt[:NAME]"`` -> (IMAGES.txt, MASKS.txt, NAME, by default the image list's stem);
+    None for other specs."""
+    found = _LIST_SPLIT.match(spec)
+    if found is None:
+        return None
+    return found["images"], found["masks"], found["name"] or Path(found["images"]).stem
+
+
+def read_path_list(path: Path, what: str) -> list[Path]:
+    """The files a list file names, one per line, relative to the list file's folder (absolute paths as they
+    are); blank lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        DatasetError: the list file is missing or unreadable, or a listed file does not exist (naming the list
+            file and line).
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SplitNotFoundError(f"no {what} list {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read the {what} list {path}: {getattr(e, 'strerror', None) or e}") from None
+    files = []
+    for number, line in enumerate(lines, start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        file = path.parent / entry  # an absolute entry stays as it is
+        if not file.is_file():
+            raise DatasetError(f"{path}:{number}: no such file {file}")
+        files.append(file)
+    if not files:
+        raise DatasetError(f"the {what} list {path} names no files")
+    return files
+
+
+def find_list_split(root: str | Path, spec: str) -> Split:
+    """A split given by two list files, ``IMAGES.txt+MASKS.txt[:NAME]`` (paths relative to ``root`` or
+    absolute): the image on line i of one goes with the mask on line i of the other (blank and ``#`` lines
+    aside); depth maps go beside the image list (``<its folder>/depth_large/<stem>.png``), so image stems must
+    be unique.
+
+    Raises:
+        SplitNotFoundError: a list file is missing.
+        DatasetError: a listed file is missing, the lists differ in length, or two images share a stem; one line
+            naming the file.
+    """
+    parsed = parse_list_split(spec)
+    if parsed is None:
+        raise DatasetError(f"split {spec!r}: expected IMAGES.txt+MASKS.txt or IMAGES.txt+MASKS.txt:NAME")
+    image_list, mask_list = (Path(root) / p for p in parsed[:2])
+    images, masks = read_path_list(image_list, "image"), read_path_list(mask_list, "mask")
+    if len(images) != len(masks):
+        raise DatasetError(
+            f"{image_list} lists {len(images)} images but {mask_list} lists {len(masks)} masks (split {spec}): "
+            "line by line, each image goes with the mask on the same line"
+        )
+    seen: dict[str, Path] = {}
+    for image in images:
+        other = seen.setdefault(image.stem, image)
+        if other != image:
+            raise DatasetError(
+                f"{image_list} lists {other} and {image}, two images named {image.stem}: their depth maps and "
+                "predictions would have one name; rename one"
+            )
+    name = parsed[2]
+    return Split(
+        name, spec, image_list.parent, mask_list.parent, image_list.parent, name, listed=tuple(zip(images, masks))
+    )

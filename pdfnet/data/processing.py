@@ -82,6 +82,12 @@ def probability_to_mask(prob: torch.Tensor, size: Sequence[int]) -> np.ndarray:
     the authors' test script saves it: truncated to 8 bits, then PIL's bilinear resize."""
     prob = prob.detach().float().reshape(prob.shape[-2:]).cpu()
     levels = prob.mul(255).byte().numpy()  # torchvision's ToPILImage: truncation, not rounding
+    return resize_levels(levels, size)
+
+
+def resize_levels(levels: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """(h, w) uint8 -> (H, W) uint8 at ``size`` (H, W) by PIL's bilinear resize, as the authors' test script
+    resizes its masks (the same array when the size is already right)."""
     H, W = int(size[0]), int(size[1])
     if levels.shape == (H, W):
         return levels

@@ -9,6 +9,7 @@ import os
 import queue
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,18 +38,28 @@ class Pair:
     gt: Path
 
 
-def match_files(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> tuple[list[Pair], list[str]]:
-    """Predictions and masks matched by file stem: (pairs in mask order, stems of masks with no prediction)."""
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    for folder, what in ((pred_dir, "prediction"), (gt_dir, "mask")):
+def match_files(
+    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike | Mapping[str, Path]
+) -> tuple[list[Pair], list[str]]:
+    """Predictions and masks matched by name: (pairs in mask order, names of masks with no prediction).
+
+    ``gt_dir`` is a folder of masks, matched to predictions by file stem, or a mapping from prediction stem to
+    mask file (a split given by list files, whose masks are named as they like, e.g. ``x_gt.png`` for ``x``).
+    """
+    pred_dir = Path(pred_dir)
+    listed = isinstance(gt_dir, Mapping)
+    for folder, what in ((pred_dir, "prediction"), *(() if listed else ((Path(gt_dir), "mask"),))):
         if not folder.is_dir():
             raise EvaluationError(f"no {what} folder {folder}")
     preds = {p.stem: p for p in sorted(pred_dir.iterdir()) if is_listed(p)}
-    gts = [p for p in sorted(gt_dir.iterdir()) if is_listed(p)]
+    if listed:
+        gts = [(name, Path(path)) for name, path in gt_dir.items()]
+    else:
+        gts = [(p.stem, p) for p in sorted(Path(gt_dir).iterdir()) if is_listed(p)]
     if not gts:
         raise EvaluationError(f"no masks in {gt_dir}")
-    pairs = [Pair(g.stem, preds[g.stem], g) for g in gts if g.stem in preds]
-    missing = [g.stem for g in gts if g.stem not in preds]
+    pairs = [Pair(name, preds[name], gt) for name, gt in gts if name in preds]
+    missing = [name for name, _ in gts if name not in preds]
     return pairs, missing
 
 
@@ -162,14 +173,15 @@ def _score_all(pairs: list[Pair], cache_dir: str | None, workers: int, on_result
 
 def evaluate_predictions(
     pred_dir: str | os.PathLike,
-    gt_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike | Mapping[str, Path],
     workers: int | None = None,
     cache_dir: str | os.PathLike | None = "default",
     allow_missing: bool = False,
     progress: bool = True,
     desc: str = "score",
 ) -> tuple[dict[str, float], list[ImageScores]]:
-    """Score every mask of ``gt_dir`` against the prediction of the same stem in ``pred_dir``.
+    """Score every mask of ``gt_dir`` against the prediction of the same stem in ``pred_dir``; ``gt_dir`` is a
+    folder, or a mapping from prediction stem to mask file (a split given by list files).
 
     Args:
         workers: processes (default: all cores).
@@ -184,6 +196,8 @@ def evaluate_predictions(
         EvaluationError: missing predictions (unless allowed) or unreadable files, all named.
     """
     pairs, missing = match_files(pred_dir, gt_dir)
+    if isinstance(gt_dir, Mapping):  # listed mask files: named by their first one's folder in messages
+        gt_dir = f"the listed masks ({next(iter(gt_dir.values())).parent}, ...)" if gt_dir else "the listed masks"
     if missing and not allow_missing:
         raise EvaluationError(
             f"{len(missing)} mask(s) in {gt_dir} have no prediction in {pred_dir}: {', '.join(missing[:20])}"

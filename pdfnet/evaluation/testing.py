@@ -200,7 +200,9 @@ def run_test(
         results: dict[str, dict] = {}
         for name, split in found.items():
             pred_dir = out / "preds" / name
-            summary, scores = evaluate_predictions(pred_dir, split.masks, o.workers, o.cache_dir, desc=f"score {name}")
+            summary, scores = evaluate_predictions(
+                pred_dir, split.mask_files(), o.workers, o.cache_dir, desc=f"score {name}"
+            )
             write_results(summary, scores, out / f"{name}.json")
             results[name] = summary
         te = [results[s] for s in TEST_SPLITS if s in results]

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from ..data.processing import (
     gray_to_tensor,
     image_to_tensor,
     probability_to_mask,
+    resize_levels,
 )
 from ..errors import InputError
 from ..hub import DEFAULT_DEPTH_MODEL, PRETRAINED, check_depth_model_source, download_weights  # noqa: F401
@@ -26,10 +29,49 @@ from ..model.checkpoint import load_pdfnet, weights_read_depth
 from ..model.layers import resize
 from ..model.network import PDFNet
 from ..model.onnx import OnnxNetwork
-from ..runtime import autocast, effective_precision, resolve_device
+from ..runtime import AUTO_MAX_INPUT_SIZE, autocast, effective_precision, resolve_device
 from .foreground import refine_foreground
+from .uncertainty import Uncertainty, pass_spread, score, spread_to_levels
 
 TTA_SCALES = (0.75, 1.0, 1.25)
+
+
+def parse_input_size(value: int | str | None, step: int = 256) -> tuple[int | None, int]:
+    """``input_size`` as :class:`Predictor` takes it -> (the fixed side, or None for ``auto``; the largest side).
+
+    ``1024`` is a fixed side; ``"auto"`` (capped at :data:`AUTO_MAX_INPUT_SIZE`) or ``"auto:N"`` (capped at N)
+    chooses each image's side from its longer side (:meth:`Predictor.side_for`).
+
+    Raises:
+        InputError: not a positive multiple of ``step``, nor ``auto`` or ``auto:N`` with N one.
+    """
+    text = str(value)
+    if text == "auto" or text.startswith("auto:"):
+        cap = text.partition(":")[2] or str(AUTO_MAX_INPUT_SIZE)
+        if cap.isdigit() and int(cap) >= step and int(cap) % step == 0:
+            return None, int(cap)
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= step and value % step == 0:
+        return value, value
+    raise InputError(
+        f"input_size must be a positive multiple of {step}, 'auto' or 'auto:N' (N a multiple of {step}), got {value!r}"
+    )
+
+
+@dataclass
+class Prediction:
+    """What :meth:`Predictor.predict_all` gives for one image.
+
+    Attributes:
+        mask: (h, w) uint8, the PNG ``test.py`` writes (at the image's size unless another was asked for).
+        depth: (H, W) uint8, the depth map the network read (computed, or the one given), at the image's size;
+            None for an RGB-only network.
+        uncertainty: with ``uncertainty=True``, how much the six test-time passes disagree, at the mask's size
+            (:mod:`pdfnet.inference.uncertainty`); else None.
+    """
+
+    mask: np.ndarray
+    depth: np.ndarray | None
+    uncertainty: Uncertainty | None = None
 
 
 class Predictor:
@@ -48,9 +90,12 @@ class Predictor:
         device: where the network runs.
         precision: ``fp32``; on a GPU ``fp16``/``bf16`` autocast; on a CPU with bf16 instructions ``bf16`` stores
             the weights in bfloat16 and runs oneDNN's bf16 kernels (elsewhere it warns and runs fp32).
-        input_size: network input side (1024, as the paper), a multiple of 256.
+        input_size: network input side (1024, as the paper), a multiple of 256; or ``"auto"``: each image's
+            longer side rounded to the nearest multiple of 256, at most 2048 (``"auto:N"``: at most N), so that a
+            large photo is seen at more of its detail, at a cost that grows faster than its pixel count.
         tta: the authors' test-time augmentation: horizontal flip x scales 0.75, 1, 1.25 (six passes), logits
-            averaged (what their published numbers use).
+            averaged (what their published numbers use); it also lets masks say how sure they are
+            (``uncertainty=True``).
     """
 
     def __init__(
@@ -59,7 +104,7 @@ class Predictor:
         depth_estimator: DepthEstimator | None = None,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
-        input_size: int = 1024,
+        input_size: int | str = 1024,
         tta: bool = False,
     ) -> None:
         self.device = torch.device(device)
@@ -70,9 +115,9 @@ class Predictor:
         if isinstance(model, OnnxNetwork):
             self._init_onnx(model, precision, input_size, tta)
             return
-        if not isinstance(input_size, int) or input_size < model.min_size or input_size % model.min_size:
-            raise InputError(f"input_size must be a positive multiple of {model.min_size}, got {input_size}")
-        self.input_size = input_size
+        # input_size: the fixed side, or the cap of the sides chosen per image (auto_size)
+        fixed, self.input_size = parse_input_size(input_size, model.min_size)
+        self.auto_size = fixed is None
         self.precision, why = effective_precision(self.device, precision)
         if why:
             warnings.warn(why, RuntimeWarning, stacklevel=2)
@@ -96,6 +141,7 @@ class Predictor:
         if precision != "fp32":
             raise InputError(f"{model.path} runs in fp32 (the graph's precision), not {precision}")
         self.model, self.input_size, self.precision, self.dtype = model, model.input_size, "fp32", torch.float32
+        self.auto_size = False
 
     @classmethod
     def from_checkpoint(
@@ -168,13 +214,19 @@ class Predictor:
         """(B, 3, S, S) ImageNet-normalised, (B, 1, S, S) in [0, 1] (None for an RGB-only network) -> (B, 1, S, S)
         float32 logits.
 
-        With ``tta``, as the authors' ttach setup: for each flip (none, horizontal) and scale (0.75, 1, 1.25),
-        image and depth are flipped, then resized to ``int(S * scale)`` (bilinear, corners not aligned; rounded
-        to a multiple of 256 where that is not one), the logits resized back to S and unflipped, and the six
-        averaged in that order.
+        With ``tta``, the six passes of :meth:`tta_passes` averaged in that order (the authors' ttach setup).
         """
         if not self.tta:
             return self._forward(image, depth)
+        return torch.stack(self.tta_passes(image, depth)).mean(dim=0)
+
+    def tta_passes(self, image: torch.Tensor, depth: torch.Tensor) -> list[torch.Tensor]:
+        """The six logit maps of the test-time augmentation, each (B, 1, S, S) float32 at the input's size.
+
+        As the authors' ttach setup: for each flip (none, horizontal) and scale (0.75, 1, 1.25), image and depth
+        are flipped, then resized to ``int(S * scale)`` (bilinear, corners not aligned; rounded to a multiple of
+        256 where that is not one), the logits resized back to S and unflipped.
+        """
         S = image.shape[-2:]
         outs = []
         for flip in (False, True):
@@ -185,12 +237,29 @@ class Predictor:
                 logits = self._forward(resize(x, side, align_corners=False), d_side)
                 logits = resize(logits, S, align_corners=False)
                 outs.append(logits.flip(-1) if flip else logits)
-        return torch.stack(outs).mean(dim=0)
+        return outs
 
     def _tta_side(self, side: int, scale: float) -> int:
         scaled = int(side * scale)  # ttach's rounding
         step = self.model.min_size
         return scaled if scaled % step == 0 else max(step, round(scaled / step) * step)
+
+    def side_for(self, shape: Sequence[int]) -> int:
+        """The network's input side for an image of ``shape`` (H, W, ...): the fixed ``input_size``, or with
+        ``auto`` its longer side rounded to the nearest multiple of 256 (halves up), between 256 and the cap."""
+        if not self.auto_size:
+            return self.input_size
+        step = self.model.min_size
+        return min(self.input_size, max(step, math.floor(max(shape[:2]) / step + 0.5) * step))
+
+    def processing_shape(self, shape: Sequence[int]) -> tuple[int, int]:
+        """(h, w) of an image of ``shape`` (H, W, ...) at the network's processing resolution, its aspect kept:
+        the longer side :meth:`side_for`, the other scaled alike and rounded (at least 1)."""
+        H, W = int(shape[0]), int(shape[1])
+        side = self.side_for(shape)
+        if H >= W:
+            return side, max(1, math.floor(W * side / H + 0.5))
+        return max(1, math.floor(H * side / W + 0.5)), side
 
     @torch.inference_mode()
     def predict_masks(
@@ -209,12 +278,42 @@ class Predictor:
         Raises:
             InputError: an image or depth of the wrong type, dtype or size.
         """
+        return [p.mask for p in self.predict_all(images, depths)]
+
+    @torch.inference_mode()
+    def predict_all(
+        self,
+        images: Sequence[np.ndarray],
+        depths: Sequence[np.ndarray | None] | None = None,
+        uncertainty: bool = False,
+        sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> list[Prediction]:
+        """Masks of several images with the depth maps they were made from and, with ``uncertainty``, how sure
+        they are. The masks are those of :meth:`predict_masks`, bit for bit.
+
+        Args:
+            images, depths: as :meth:`predict_masks`.
+            uncertainty: also measure how much the six test-time passes disagree (needs ``tta``).
+            sizes: (h, w) of each mask (and uncertainty map), e.g. :meth:`processing_shape`; default: the
+                image's size.
+
+        Raises:
+            InputError: an image or depth of the wrong type, dtype or size; ``uncertainty`` without ``tta``.
+        """
+        if uncertainty and not self.tta:
+            raise InputError(
+                "uncertainty needs test-time augmentation (tta=True; --tta on the command line): it is how much its "
+                "six passes disagree"
+            )
         images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+        sizes = list(sizes) if sizes is not None else [im.shape[:2] for im in images]
         if not self.uses_depth:
-            return self.masks_from_maps(images, None)
+            return self._predict_maps(images, None, sizes, uncertainty)
         depths = list(depths) if depths is not None else [None] * len(images)
         if len(depths) != len(images):
             raise InputError(f"got {len(images)} images but {len(depths)} depth maps")
+        if sizes is not None and len(sizes) != len(images):
+            raise InputError(f"got {len(images)} images but {len(sizes)} output sizes")
         maps = [
             None if d is None else check_depth(d, im.shape, f"depths[{i}]")
             for i, (d, im) in enumerate(zip(depths, images))
@@ -225,7 +324,8 @@ class Predictor:
                 raise InputError("no depth given and the predictor has no depth model")
             for i, d in zip(missing, self.depth_estimator.estimate_batch([images[i] for i in missing])):
                 maps[i] = depth_to_uint8(d)
-        return self.masks_from_maps(images, maps)
+        sizes = list(sizes) if sizes is not None else [im.shape[:2] for im in images]
+        return self._predict_maps(images, maps, sizes, uncertainty)
 
     @torch.inference_mode()
     def masks_from_maps(
@@ -234,13 +334,47 @@ class Predictor:
         """8-bit masks from (H, W, 3) uint8 images and 8-bit depth maps as stored (any size: each is resized to
         the input size as the image is, as the original loader does; None for an RGB-only network, which does
         not read them). The computation ``test.py`` runs."""
-        S = (self.input_size, self.input_size)
-        x = torch.stack([image_to_tensor(im, S) for im in images]).to(self.device)
-        d = None
-        if self.uses_depth:
-            d = torch.stack([gray_to_tensor(dp, S) for dp in depth_maps]).to(self.device)
-        probs = self.model(x, d) if isinstance(self.model, OnnxNetwork) else self.logits(x, d).sigmoid()
-        return [probability_to_mask(p, im.shape[:2]) for p, im in zip(probs, images)]
+        predictions = self._predict_maps(images, depth_maps, [im.shape[:2] for im in images], False)
+        return [p.mask for p in predictions]
+
+    def _predict_maps(
+        self,
+        images: Sequence[np.ndarray],
+        depth_maps: Sequence[np.ndarray | None] | None,
+        sizes: Sequence[tuple[int, int]],
+        uncertainty: bool,
+    ) -> list[Prediction]:
+        """The network on images whose depth maps are known, one batch per input side (one batch unless
+        ``auto``). ``depth_maps`` is None for an RGB-only network."""
+        if depth_maps is None or not self.uses_depth:
+            depth_maps = [None] * len(images)
+        groups: dict[int, list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(self.side_for(image.shape), []).append(i)
+        results: list[Prediction | None] = [None] * len(images)
+        for side, indices in groups.items():
+            S = (side, side)
+            x = torch.stack([image_to_tensor(images[i], S) for i in indices]).to(self.device)
+            d = None
+            if self.uses_depth:
+                d = torch.stack([gray_to_tensor(depth_maps[i], S) for i in indices]).to(self.device)
+            spreads = None
+            if isinstance(self.model, OnnxNetwork):
+                probs = self.model(x, d)
+            elif uncertainty:
+                passes = torch.stack(self.tta_passes(x, d))  # (6, B, 1, S, S) logits
+                probs = passes.mean(dim=0).sigmoid()  # what logits() computes: the mask is unchanged
+                spreads = pass_spread(passes.sigmoid())
+            else:
+                probs = self.logits(x, d).sigmoid()
+            for j, i in enumerate(indices):
+                mask = probability_to_mask(probs[j], sizes[i])
+                measured = None
+                if spreads is not None:
+                    levels = resize_levels(spread_to_levels(spreads[j]), sizes[i])
+                    measured = Uncertainty(levels, score(mask, levels))
+                results[i] = Prediction(mask, depth_maps[i], measured)
+        return results  # type: ignore[return-value]
 
     def predict_batch(
         self, images: Sequence[np.ndarray], depths: Sequence[np.ndarray | None] | None = None
@@ -248,9 +382,20 @@ class Predictor:
         """As :meth:`predict_masks`, as (H, W) float32 in [0, 1] (the 8-bit mask / 255)."""
         return [m.astype(np.float32) / 255.0 for m in self.predict_masks(images, depths)]
 
-    def predict(self, image: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 RGB (and optional (H, W) depth) -> (H, W) float32 foreground probability in [0, 1]."""
-        return self.predict_batch([image], [depth])[0]
+    def predict(
+        self, image: np.ndarray, depth: np.ndarray | None = None, return_uncertainty: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, Uncertainty]:
+        """(H, W, 3) uint8 RGB (and optional (H, W) depth) -> (H, W) float32 foreground probability in [0, 1].
+
+        With ``return_uncertainty`` (needs ``tta``): ``(probability, uncertainty)``, the second an
+        :class:`~pdfnet.inference.uncertainty.Uncertainty`: ``.map`` (H, W) uint8, the six test-time passes'
+        standard deviation (0.5 -> 255), ``.boundary`` and ``.overall`` its mean over the mask's boundary band
+        and over the image, in [0, 1].
+        """
+        if not return_uncertainty:
+            return self.predict_batch([image], [depth])[0]
+        [result] = self.predict_all([image], [depth], uncertainty=True)
+        return result.mask.astype(np.float32) / 255.0, result.uncertainty
 
     def predict_mask(self, image: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
         """(H, W, 3) uint8 RGB (and optional depth) -> (H, W) uint8 mask, the PNG ``test.py`` would write."""
