@@ -17,6 +17,7 @@ variant that reads depth. The first line of an ablation file's comment names it 
 from __future__ import annotations
 
 import argparse
+import runpy
 import sys
 from pathlib import Path
 
@@ -85,9 +86,8 @@ def table_rows(base: str | None, size: int, files: list[Path]) -> list[dict]:
 
 def depth_model_row(size: int = 518) -> dict[str, float]:
     """Depth-Anything-V2-Large (random weights, the architecture of scripts/benchmark.py) at its input size."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from benchmark import depth_anything_large
-
+    # benchmark.py is a script beside this one, not a module of the package: read it as a file
+    depth_anything_large = runpy.run_path(str(Path(__file__).with_name("benchmark.py")))["depth_anything_large"]
     model = depth_anything_large().to("meta").eval()
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(pixel_values=torch.empty(1, 3, size, size, device="meta"))

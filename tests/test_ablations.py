@@ -2,6 +2,7 @@
 across switches, and every configs/ablations file trained one epoch and predicting (an RGB-only model without a
 single depth map)."""
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -341,8 +342,8 @@ def test_every_ablation_trains_one_epoch_and_predicts(config, tmp_path, tiny_dep
 def test_ablation_table_script_counts_what_runs():
     """The table's FLOPs, counted on the meta device, are those of a real forward pass (attention included: on
     the CPU's fused kernel the counter would miss it); and its rows differ as the parts removed say."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from ablation_table import forward_flops, table_rows
+    script = runpy.run_path(str(ROOT / "scripts" / "ablation_table.py"))
+    forward_flops, table_rows = script["forward_flops"], script["table_rows"]
 
     model = tiny_model(use_patches=False).eval()
     real = forward_flops(model, 256, "cpu")

@@ -359,6 +359,9 @@ def weights_read_depth(path: str | os.PathLike) -> bool:
                 checkpoint["__metadata__"] = f.metadata() or {}
         else:
             checkpoint = torch.load(name, map_location="cpu", weights_only=True, mmap=True)
+        state = unwrap_state_dict(checkpoint)
+        if stored_config(checkpoint) is None and (not state or foreign_weights(state) is not None):
+            return True  # no PDFNet's keys to tell by: loading it says what it holds
         return bool(checkpoint_switches(checkpoint).get("use_depth", True))
     except Exception:  # not readable this way: the real load names the fault
         return True
