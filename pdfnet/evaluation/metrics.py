@@ -6,7 +6,8 @@ mask is binarised at > 128. F-measure uses beta^2 = 0.3 at 256 thresholds (predi
 ``maxFm_pr`` the maximum of F computed from the mean precision and recall curves (the PDFNet code's
 convention); weighted F uses beta = 1; S-measure alpha = 0.5; E-measure curve mean and max; adaptive F and E
 threshold at twice the mean prediction. HCE follows the DIS protocol: prediction and mask binarised at raw
-value > 128, relax 5, polygon tolerance 2.0, mask skeleton from scikit-image.
+value > 128, relax 5, polygon tolerance 2.0, mask skeleton from scikit-image. Boundary IoU (``maxBIoU``,
+``meanBIoU``) is BiRefNet's: see :mod:`pdfnet.evaluation.boundary`.
 
 What costs time is done once per mask and cached (see :class:`MaskCache`): the skeleton HCE needs and the
 nearest-foreground offsets weighted F needs near the object.
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..io import atomic_path
+from .boundary import boundary_iou_curve, summarize_boundary
 
 EPS = np.spacing(1)  # MATLAB's eps, as pysodmetrics
 BETA2 = 0.3
@@ -374,6 +376,7 @@ def score_image(pred_u8: np.ndarray, gt_u8: np.ndarray, mask_data: MaskData, nam
     """Every metric of one image: ``pred_u8`` and ``gt_u8`` (H, W) uint8 of the same size."""
     pred, gt = prepare(pred_u8, gt_u8)
     precision, recall, fm, em = curves(pred, gt)
+    levels = cv2.LUT(pred_u8, (level_values(pred_u8) * 255).astype(np.uint8))  # the levels the curves count
     adp_fm, adp_em = adaptive_scores(pred, gt)
     return ImageScores(
         precision=precision,
@@ -387,6 +390,7 @@ def score_image(pred_u8: np.ndarray, gt_u8: np.ndarray, mask_data: MaskData, nam
         sm=s_measure(pred_u8, gt),
         hce=float(hce(pred_u8 > 128, gt, mask_data.skeleton)),
         name=name,
+        extra={"biou": boundary_iou_curve(levels, gt)},
     )
 
 
@@ -412,5 +416,6 @@ def summarize(scores: list[ImageScores]) -> dict[str, float]:
         "maxEm": float(em.max()),
         "adpEm": float(np.mean([s.adp_em for s in scores])),
         "HCE": float(np.mean([s.hce for s in scores])),
+        **summarize_boundary([s.extra["biou"] for s in scores]),
         "n": len(scores),
     }
