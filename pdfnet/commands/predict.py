@@ -25,7 +25,7 @@ from ..io import (
     read_image,
     write_image_atomic,
 )
-from .options import add_device_options, input_size, positive_int
+from .options import add_depth_kind_option, add_device_options, input_size, positive_int
 
 if TYPE_CHECKING:
     from ..distributed import Runtime
@@ -55,8 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--depth-model",
         default=DEFAULT_DEPTH_MODEL,
-        help="Depth-Anything-V2: small (Apache-2.0), base, large (default; both CC-BY-NC-4.0), a repo id or folder",
+        help="Depth-Anything-V2: small (Apache-2.0), base, large (default; both CC-BY-NC-4.0); or any transformers "
+        "depth estimator: a repo id or folder",
     )
+    add_depth_kind_option(p)
     p.add_argument("--depth", help="folder of ready-made depth maps named by input stem (skips the depth model)")
     p.add_argument("--format", choices=FORMATS, default="rgba", dest="fmt", help="rgba (default), mask or both")
     p.add_argument("--batch-size", type=positive_int, default=1, help="images or video frames per forward pass")
@@ -122,6 +124,8 @@ def _load_predictor(args: argparse.Namespace, device: str | None):
     options = dict(
         device=device, depth_model=depth_model, precision=args.precision, input_size=args.input_size, tta=args.tta
     )
+    if args.depth_kind:
+        options["depth_kind"] = args.depth_kind
     if options["input_size"] is None:  # the graph's own size for ONNX, else the paper's 1024
         options["input_size"] = None if (args.weights or "").endswith(".onnx") else 1024
     weights = args.weights or "base"
