@@ -21,11 +21,12 @@ EXAMPLES = """examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "One folder: score 8-bit predictions (matched to masks by file stem) and write the summary JSON (maxFm, "
-        "meanFm, adpFm, maxFm_pr, wFm, MAE, Sm, meanEm, maxEm, adpEm, HCE, maxBIoU, meanBIoU, n), per-image CSV and "
-        "PR/F curves PNG beside it. Several methods (--pred NAME=DIR, repeated; {split} in DIR stands for each of "
-        "--splits): --out is a folder that receives results.md, results.csv, results.tex (booktabs), metrics.json "
-        "and pr_<split>.png, and keeps each method's scores so that a rerun scores only what changed."
+        "One folder: score 8-bit predictions (matched to masks by file stem) and write the summary JSON (maxFm,\n"
+        "meanFm, adpFm, maxFm_pr, wFm, MAE, Sm, meanEm, maxEm, adpEm, HCE, maxBIoU, meanBIoU, n), a per-image CSV\n"
+        "and a PNG of the PR and F curves beside it.\n\n"
+        "Several methods (--pred NAME=DIR, repeated; {split} in DIR stands for each of --splits): --out is a\n"
+        "folder that receives results.md, results.csv, results.tex (booktabs), metrics.json and pr_<split>.png,\n"
+        "and keeps each method's scores so that a rerun scores only what changed."
     )
     p.epilog = EXAMPLES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
