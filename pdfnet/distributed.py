@@ -96,9 +96,22 @@ def setup_runtime(device: str | None, timeout: timedelta = timedelta(minutes=30)
     if not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(local_rank)
+        _bind_nothing_to_the_group()
         dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
         _stop_on_sigterm()
     return Runtime(torch.device(f"cuda:{local_rank}" if cuda else "cpu"), rank, dist.get_world_size())
+
+
+def _bind_nothing_to_the_group() -> None:
+    """Import ``torch.distributed.nn.functional`` while no process group exists.
+
+    Its functions take the world group as a default argument, bound when the module is first imported (transformers
+    imports it while it builds a model). Imported after the group exists, they keep the group, and its worker
+    threads, alive after ``destroy_process_group``: a worker still releasing the last collective's tensors when the
+    interpreter shuts down then aborts the process ("terminate called without an active exception", exit -6),
+    after all its work is done. Imported first, they bind None.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 def _stop_on_sigterm() -> None:

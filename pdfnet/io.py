@@ -1,13 +1,18 @@
 """Reading images as people have them and writing results without ever leaving a half-written file.
 
-Writes go to a hidden temporary file beside the target (``.<name>.<random>.tmp``), which is renamed into place
-when complete, with the permissions the umask gives a new file. Listings ignore hidden files, so a temporary
-left by a killed run is never taken for an input; :func:`remove_stale_temporaries` clears old ones.
+Writes go to a hidden temporary file beside the target (``.<name>.<host>-<pid>.<random>.tmp``), which is renamed
+into place when complete, with the permissions the umask gives a new file. Listings ignore hidden files, so a
+temporary left by a killed run is never taken for an input, and the first write of a process into a folder removes
+the temporaries there whose writer is gone (:func:`remove_stale_temporaries`). Output folders are created when the
+first file is written into them, and a run's lock (:class:`FolderLock`) removes the folders it created when they
+are still empty at its end: a run that fails leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -111,15 +116,32 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _host_tag() -> str:
+    """This machine's name as it appears in temporary file names (letters, digits, ``_`` and ``-`` only)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+# .<name>.<host>-<pid>.<random>.tmp: who wrote a temporary file, so that a later run knows whether it is stale
+_TEMP_OWNER = re.compile(r"\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]+" + re.escape(TEMP_SUFFIX) + "$")
+_SWEPT: set[Path] = set()  # folders whose stale temporaries this process has removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A hidden temporary path beside ``path`` to write to; renamed into place (with the umask's permissions)
     when the block ends without error, removed otherwise, so that an interrupted run never leaves a truncated
-    file."""
+    file. The folder is created if needed; the first call for a folder removes the stale temporaries of killed
+    runs there."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        folder = path.parent.resolve()
+        if folder not in _SWEPT:
+            _SWEPT.add(folder)
+            remove_stale_temporaries(folder)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
+        )
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
@@ -133,12 +155,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+def write_image_atomic(path: str | os.PathLike, array: np.ndarray, metadata: dict[str, str] | None = None) -> None:
     """Write an image atomically, its format from the suffix (PNG for others); 16-bit (H, W) arrays become
-    16-bit PNG."""
+    16-bit PNG. A PNG keeps ``metadata`` in text chunks (what made it: :mod:`pdfnet.provenance`)."""
     path = Path(path)
+    file_format = _PIL_FORMATS.get(path.suffix.lower(), "PNG")
+    extra = {}
+    if metadata and file_format == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        extra["pnginfo"] = info = PngInfo()
+        for key, value in metadata.items():
+            info.add_text(key, value)
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format=_PIL_FORMATS.get(path.suffix.lower(), "PNG"))
+        Image.fromarray(array).save(tmp, format=file_format, **extra)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -147,22 +177,61 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 3600.0) -> int:
-    """Delete our temporary files in ``folder`` left by runs killed more than ``older_than_s`` ago (younger
-    ones may belong to a run still writing); returns how many."""
-    removed = 0
+# How old a temporary must be before it is taken for stale when its writer cannot be checked: one written on
+# another machine (a shared folder under multi-node torchrun), or one of an earlier version, without an owner.
+OTHER_HOST_STALE_S = 24 * 3600.0
+UNOWNED_STALE_S = 3600.0
+
+
+def is_stale_temporary(path: Path, now: float | None = None) -> bool:
+    """Whether ``path``, one of our temporary files, was left by a writer that is gone: a process of this machine
+    that no longer runs (or whose process id now belongs to a process started after the file was last
+    written), else one old enough (:data:`OTHER_HOST_STALE_S`, :data:`UNOWNED_STALE_S`)."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return False
+    age = (now or time.time()) - mtime
+    owner = _TEMP_OWNER.search(path.name)
+    if owner is None:
+        return age > UNOWNED_STALE_S
+    if owner["host"] != _host_tag():
+        return age > OTHER_HOST_STALE_S
+    pid = int(owner["pid"])
+    if pid == os.getpid():
+        return False
+    if not _alive(pid):
+        return True
+    started = _process_start_time(pid)
+    return started is not None and started > mtime + 1.0  # the id was reused by a younger process
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files in ``folder`` whose writers are gone (:func:`is_stale_temporary`); returns
+    how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    now = time.time()
+    removed, now = 0, time.time()
     for p in folder.glob(f".*{TEMP_SUFFIX}"):
-        try:
-            if now - p.stat().st_mtime > older_than_s:
+        if is_stale_temporary(p, now):
+            try:
                 p.unlink()
                 removed += 1
-        except OSError:
-            pass
+            except OSError:
+                pass
     return removed
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), where the system says (Linux), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # starttime, the 22nd field, in clock ticks after boot
+        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def is_listed(path: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
@@ -212,8 +281,10 @@ class FolderLock:
         self.path = self.folder / ".pdfnet.lock"
         self.what = what
         self.held = False
+        self.created: list[Path] = []
 
     def __enter__(self) -> FolderLock:
+        self.created = _missing_folders(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -224,6 +295,7 @@ class FolderLock:
             except FileExistsError:
                 owner = self._owner()
                 if owner is not None and _alive(owner):
+                    self.remove_empty_folders()
                     raise OutputError(
                         f"{self.folder} is in use by another {self.what} run (process {owner}); wait for it to "
                         f"finish, or delete {self.path} if that process is not a {self.what} run"
@@ -231,11 +303,13 @@ class FolderLock:
                 self.path.unlink(missing_ok=True)  # a killed run's lock
                 continue
             except OSError as e:
+                self.remove_empty_folders()
                 raise OutputError(f"cannot write in {self.folder}: {e.strerror or e}") from None
             with os.fdopen(fd, "w") as f:
                 f.write(f"{os.getpid()}\n")
             self.held = True
             return self
+        self.remove_empty_folders()
         raise OutputError(f"cannot lock {self.folder} (another run keeps taking it)")
 
     def _owner(self) -> int | None:
@@ -248,6 +322,27 @@ class FolderLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+        self.remove_empty_folders()
+
+    def remove_empty_folders(self) -> None:
+        """Remove the folders this lock created that are still empty (innermost first): a run that wrote
+        nothing leaves nothing."""
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): keep it, and the folders above it
+                break
+        self.created = []
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
 
 
 def _alive(pid: int) -> bool:
@@ -265,7 +360,8 @@ def _alive(pid: int) -> bool:
 
 
 def check_writable_folder(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and check a file can be written in it, before any work is done.
+    """Check that files can be written in ``folder`` (created later, by the first write, if it does not exist
+    yet), before any work is done.
 
     Raises:
         OutputError: naming the folder and the reason.
@@ -273,13 +369,11 @@ def check_writable_folder(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"output {folder} exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".pdfnet-probe.", suffix=TEMP_SUFFIX, dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"cannot write to {folder}: {e.strerror or e}") from None
+    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"cannot write to {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {folder}: {existing} is not writable")
     return folder
 
 

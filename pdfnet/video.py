@@ -305,11 +305,12 @@ def _as_uint8(masks: np.ndarray) -> np.ndarray:
 
 
 class _VideoWriter:
-    """What both writers share: the temporary file, timestamps and the muxing of packets."""
+    """What both writers share: the temporary file, timestamps and the muxing of packets. ``metadata`` is written
+    as the container's tags (what made the video: :mod:`pdfnet.provenance`)."""
 
     container_format = "mp4"
 
-    def __init__(self, path: str | os.PathLike, info: VideoInfo) -> None:
+    def __init__(self, path: str | os.PathLike, info: VideoInfo, metadata: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.width, self.height, self.fps = info.width, info.height, info.fps
         self.in_time_base = self.time_base = info.time_base
@@ -333,7 +334,10 @@ class _VideoWriter:
         self._closed = False
         tmp = self._atomic.__enter__()
         try:
-            self._output = av.open(os.fspath(tmp), "w", format=self.container_format)
+            # mp4 keeps a tag of its own name only when told to
+            options = {"movflags": "use_metadata_tags"} if self.container_format == "mp4" else {}
+            self._output = av.open(os.fspath(tmp), "w", format=self.container_format, options=options)
+            self._output.metadata.update(metadata or {})  # what made the video (pdfnet.provenance)
             self._add_streams(info)
         except Exception as e:
             self.abort()
@@ -457,9 +461,16 @@ class MaskVideoWriter(_VideoWriter):
 
     container_format = "mp4"
 
-    def __init__(self, path: str | os.PathLike, info: VideoInfo, crf: int = 18, encoder: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        info: VideoInfo,
+        crf: int = 18,
+        encoder: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         self.crf, self.encoder = crf, encoder
-        super().__init__(path, info)
+        super().__init__(path, info, metadata)
 
     def _add_streams(self, info: VideoInfo) -> None:
         odd = self.width % 2 or self.height % 2
@@ -500,9 +511,16 @@ class RgbaVideoWriter(_VideoWriter):
 
     container_format = "webm"
 
-    def __init__(self, path: str | os.PathLike, info: VideoInfo, crf: int = 32, audio: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        info: VideoInfo,
+        crf: int = 32,
+        audio: bool = True,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         self.crf, self.with_audio = crf, audio
-        super().__init__(path, info)
+        super().__init__(path, info, metadata)
 
     def _add_streams(self, info: VideoInfo) -> None:
         options = {"crf": str(self.crf), "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}

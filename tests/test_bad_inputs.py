@@ -1,5 +1,6 @@
 """A user's mistakes end in one line naming the culprit, never a traceback, and never cost finished work."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,85 @@ def test_every_command_names_a_bad_checkpoint(bad_checkpoints, tmp_path, tiny_de
             train + [f"output_dir={tmp_path / 'r'}", "--resume", bad], capture_output=True, text=True
         )
         _one_line_error(result, bad)
+
+
+@pytest.fixture(scope="module")
+def wrong_files(tmp_path_factory, tiny_depth_model, tiny_official_checkpoint) -> dict[str, Path]:
+    """Files people pass as weights by mistake, each of another kind than a checkpoint."""
+    import shutil
+    import zipfile
+
+    folder = tmp_path_factory.mktemp("wrong")
+    files = {name: folder / name for name in ("config.json", "train.yaml", "photo.png", "photo.jpg", "weights.zip")}
+    files["config.json"].write_text('{"model_type": "depth_anything", "hidden_size": 32}\n')
+    files["train.yaml"].write_text("train:\n  epochs: 3\ndata:\n  root: data/DIS5K\n")
+    for name in ("photo.png", "photo.jpg"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(files[name])
+    with zipfile.ZipFile(files["weights.zip"], "w") as archive:
+        archive.write(tiny_official_checkpoint, "PDFNet_tiny.pth")
+    files["depth.safetensors"] = folder / "depth.safetensors"  # another model's weights
+    shutil.copy(Path(tiny_depth_model) / "model.safetensors", files["depth.safetensors"])
+    files["graph.onnx"] = folder / "graph.onnx"
+    _tiny_onnx_graph(files["graph.onnx"])
+    return files
+
+
+def _tiny_onnx_graph(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", value, [value[0]])
+    graph.output[0].name = "y"
+    onnx.save(helper.make_model(graph, producer_name="pytorch"), path)
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        ("config.json", "is a JSON file, not a checkpoint"),
+        ("train.yaml", "is a YAML file, not a checkpoint (a training config? pass it as train.py --config)"),
+        ("photo.png", "is a PNG image, not a checkpoint"),
+        ("photo.jpg", "is a JPEG image, not a checkpoint"),
+        ("weights.zip", "is a zip archive, not a checkpoint (unpack it first"),
+        ("depth.safetensors", "holds a depth model's weights"),
+        ("graph.onnx", "is an ONNX graph, not a checkpoint"),
+    ],
+)
+def test_wrong_files_are_named_for_what_they_are(wrong_files, name, said):
+    with pytest.raises(CheckpointError, match=re.escape(said)) as raised:
+        load_pdfnet(wrong_files[name])
+    assert str(wrong_files[name]) in str(raised.value)
+
+
+def test_wrong_files_through_the_commands(wrong_files, tiny_official_checkpoint, tiny_depth_model, tmp_path):
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "x.png")
+    predict = [sys.executable, "-m", "pdfnet", "predict", str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]
+    predict += ["--depth-model", tiny_depth_model, "--device", "cpu"]
+    # a checkpoint where an ONNX graph is expected, and the reverse
+    renamed = tmp_path / "model.onnx"
+    renamed.write_bytes(Path(tiny_official_checkpoint).read_bytes())
+    result = subprocess.run(predict + ["--weights", str(renamed)], capture_output=True, text=True)
+    _one_line_error(result, "model.onnx is a PyTorch checkpoint, not an ONNX graph")
+    result = subprocess.run(predict + ["--weights", str(wrong_files["config.json"])], capture_output=True, text=True)
+    _one_line_error(result, "config.json is a JSON file, not a checkpoint")
+    convert = [
+        sys.executable,
+        "-m",
+        "pdfnet",
+        "convert",
+        str(wrong_files["graph.onnx"]),
+        "--out",
+        str(tmp_path / "c.safetensors"),
+    ]
+    _one_line_error(subprocess.run(convert, capture_output=True, text=True), "graph.onnx is an ONNX graph")
+    root = make_toy_dis5k(tmp_path / "data", splits=("DIS-VD",), n=1, depths=("depth_large",))
+    test = [sys.executable, "-m", "pdfnet", "test", "--checkpoint", str(wrong_files["photo.png"]), "--data-root"]
+    result = subprocess.run(
+        test + [str(root), "--splits", "DIS-VD", "--out", str(tmp_path / "t")], capture_output=True, text=True
+    )
+    _one_line_error(result, "photo.png is a PNG image, not a checkpoint")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "t").exists()
 
 
 def test_decompression_bombs_are_named(tmp_path, monkeypatch):

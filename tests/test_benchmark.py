@@ -50,7 +50,12 @@ def test_metrics_benchmark(tmp_path):
     command += ["--width", "384", "--workers", "1"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "first run" in result.stdout and "cached run" in result.stdout
+    pattern = r"ours, (first|cached) run \(whole process\) +[\d.]+ s/image +([\d.]+)x pysodmetrics"
+    ratios = re.findall(pattern, result.stdout)
+    assert [run for run, _ in ratios] == ["first", "cached"] and all(float(x) > 0 for _, x in ratios)
+    difference = re.search(r"largest relative difference of the 11 summary numbers: ([\d.e+-]+)", result.stdout)
+    assert float(difference.group(1)) < 1e-9  # the same numbers as pysodmetrics
+    assert "HCE" in result.stdout and "skeleton (first run)" in result.stdout  # where the time goes
 
 
 def test_foreground_benchmark(tmp_path):

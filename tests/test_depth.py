@@ -142,7 +142,9 @@ def test_a_folder_in_use_is_refused(tiny_depth_model, tmp_path):
     with FolderLock(out, "depth_prep"):  # another run holds the folder
         with pytest.raises(OutputError, match="in use by another depth_prep run"):
             prepare_depth_maps(root, ["DIS-VD"], lambda: DepthEstimator(tiny_depth_model), "depth_large")
+    assert not out.exists()  # made for the lock, and removed with it: nothing was written
     # a lock left by a killed process is taken over
+    out.mkdir()
     (out / ".pdfnet.lock").write_text("999999999\n")
     written, _ = prepare_depth_maps(root, ["DIS-VD"], lambda: DepthEstimator(tiny_depth_model), "depth_large")
     assert written == 1 and not (out / ".pdfnet.lock").exists()
@@ -167,6 +169,27 @@ def test_prepare_depth_command(tiny_depth_model, tmp_path):
     second = subprocess.run(command + ["no/such/model/"], capture_output=True, text=True)
     assert second.returncode == 0 and "wrote 0 depth map(s)" in second.stdout, second.stderr
     assert {p: p.stat().st_mtime_ns for p in root.glob("*/depth_large/*.png")} == stamps
+
+
+def test_maps_made_otherwise_are_named_and_redone_with_overwrite(tiny_depth_model, tmp_path):
+    from pdfnet.provenance import read_options
+
+    root = make_toy_dis5k(tmp_path, splits=("DIS-VD",), n=2)
+    command = [sys.executable, "-m", "pdfnet", "depth", "--data-root", str(root), "--splits", "DIS-VD"]
+    command += ["--device", "cpu", "--model", tiny_depth_model]
+    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+    maps = sorted((root / "DIS-VD" / "depth_large").glob("*.png"))
+    assert read_options(maps[0])["input-size"] == "518" and read_options(maps[0])["model"].startswith("tiny_depth")
+    stamps = [p.stat().st_mtime_ns for p in maps]
+    other = subprocess.run(command + ["--input-size", "280"], capture_output=True, text=True)
+    assert other.returncode == 0 and "wrote 0 depth map(s)" in other.stdout
+    [note] = [line for line in other.stderr.splitlines() if line.startswith("note:")]
+    assert "2 depth maps were made with other options: input-size=518 (now 280)" in note and "--overwrite" in note
+    assert [p.stat().st_mtime_ns for p in maps] == stamps  # kept
+    redone = subprocess.run(command + ["--input-size", "280", "--overwrite"], capture_output=True, text=True)
+    assert "wrote 2 depth map(s)" in redone.stdout and read_options(maps[0])["input-size"] == "280"
+    again = subprocess.run(command + ["--input-size", "280"], capture_output=True, text=True)
+    assert "wrote 0 depth map(s)" in again.stdout and "note:" not in again.stderr
 
 
 @pytest.mark.parametrize("flag", [["--batch-size", "0"], ["--batch-size", "-1"], ["--input-size", "3"]])
@@ -367,6 +390,24 @@ def test_depth_command_with_other_families(tiny_families, tmp_path):
             depth = np.asarray(Image.open(root / "DIS-VD" / f"depth_{family}" / f"DIS-VD_{i}.png"))
             assert depth.dtype == np.uint8 and depth.shape == image.shape[:2]
             assert depth.min() == 0 and depth.max() == 255
+    # another model into the same folder: its maps were made otherwise (the model's content is recorded), kept
+    # and named; --depth-kind is recorded too, so the other sign is not taken for the same maps
+    from pdfnet.provenance import read_options
+
+    maps = sorted((root / "DIS-VD" / "depth_dpt").glob("DIS-VD_*.png"))
+    assert read_options(maps[0])["model"].startswith("dpt") and "kind" not in read_options(maps[0])
+    stamps = [p.stat().st_mtime_ns for p in maps]
+    for other in (["--model", tiny_families["zoedepth"]], ["--model", tiny_families["dpt"], "--depth-kind", "metric"]):
+        rerun = command[:-4] + other + ["--out-name", "depth_dpt"]
+        result = subprocess.run(rerun, capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0 and "wrote 0 depth map(s)" in result.stdout, result.stderr
+        [note] = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+        # DIS-VD_0, DIS-VD_1 and tiny (20x20 is too small for GLPN alone)
+        assert "3 depth maps were made with other options" in note and ("kind=?" in note) == ("--depth-kind" in other)
+        assert [p.stat().st_mtime_ns for p in maps] == stamps
+    redone = subprocess.run(rerun + ["--overwrite"], capture_output=True, text=True, cwd=ROOT)
+    assert redone.returncode == 0 and "wrote 3 depth map(s)" in redone.stdout, redone.stderr
+    assert read_options(maps[0])["kind"] == "metric"
     bad = subprocess.run(
         command[:-4] + ["--model", tiny_families["dpt"], "--input-size", "1024", "--out-name", "depth_x"],
         capture_output=True,
@@ -393,3 +434,41 @@ def test_predict_with_another_family(tiny_families, tiny_official_checkpoint, tm
     assert not np.array_equal(
         np.asarray(Image.open(tmp_path / "a" / "photo.png")), np.asarray(Image.open(tmp_path / "b" / "photo.png"))
     )
+
+
+def _hub_cache(hf_home: Path, repo_id: str, folder: str, processor: bool) -> None:
+    """``folder``'s files as the Hugging Face cache holds a downloaded repo (without the image processor's)."""
+    import shutil
+
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(folder, repo / "snapshots" / ("0" * 40))
+    if not processor:
+        (repo / "snapshots" / ("0" * 40) / "preprocessor_config.json").unlink()
+
+
+def test_another_family_from_the_hub_cache_offline(tiny_families, tmp_path):
+    """A repo id of another family, in the Hugging Face cache, with the Hub unreachable: the model and its
+    image processor load from the cache alone; without the processor in the cache, one line at once."""
+    import time
+
+    root = make_toy_dis5k(tmp_path, splits=("DIS-VD",), n=1)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE", None)
+    _hub_cache(tmp_path / "hf", "someone/tiny-dpt", tiny_families["dpt"], processor=True)
+    _hub_cache(tmp_path / "hf", "someone/no-processor", tiny_families["dpt"], processor=False)
+    command = [sys.executable, "-m", "pdfnet", "depth", "--data-root", str(root), "--splits", "DIS-VD"]
+    command += ["--device", "cpu", "--out-name", "depth_hub", "--model"]
+    result = subprocess.run(command + ["someone/tiny-dpt"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0 and "wrote 1 depth map(s)" in result.stdout, result.stderr
+    from pdfnet.provenance import read_options
+
+    assert read_options(root / "DIS-VD" / "depth_hub" / "DIS-VD_0.png")["model"] == "someone/tiny-dpt"
+    began = time.monotonic()
+    command[-2] = "depth_none"
+    result = subprocess.run(command + ["someone/no-processor"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert time.monotonic() - began < 20, result.stderr  # no retries of the Hub client first
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert result.returncode == 1 and line.startswith("error: no image processor for someone/no-processor"), line
+    assert "Traceback" not in result.stderr, result.stderr

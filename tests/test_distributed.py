@@ -161,7 +161,7 @@ def test_a_process_that_dies_leaves_no_lock_and_no_partial_file(tmp_path, tiny_o
     args = [str(images), "--weights", tiny_official_checkpoint, "--depth", str(depths), "--input-size", "256"]
     result = run(str(dying), *args, "--device", "cpu", "--out", str(out), processes=2)
     assert result.returncode != 0
-    assert out.is_dir() and list(out.iterdir()) == [], list(out.iterdir())
+    assert not out.exists() or list(out.iterdir()) == [], list(out.iterdir())  # nothing was finished: no folder
 
 
 def test_depth_and_test_under_torchrun(tmp_path, tiny_official_checkpoint, tiny_depth_model):
@@ -193,6 +193,30 @@ def test_depth_and_test_under_torchrun(tmp_path, tiny_official_checkpoint, tiny_
     broken = run(*test, "--out", str(tmp_path / "three"), processes=2)
     one_error_line(broken, mask.name)
     assert "<NO_OTHER_FAILURES>" not in broken.stderr  # torchrun saw both processes fail
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_the_process_group_is_gone_before_the_interpreter_ends(tmp_path, tiny_depth_model):
+    # transformers builds a model with torch.distributed.nn imported: had that bound the world group as a default
+    # argument, the group's worker threads would outlive destroy_process_group, and one still releasing the last
+    # collective's tensors as the interpreter shut down aborted the process after its work was done (exit -6)
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pdfnet.data.depth import DepthEstimator\n"
+        "from pdfnet.distributed import all_ranks, process_group\n"
+        "with process_group('cpu') as rt:\n"
+        "    DepthEstimator(sys.argv[1])\n"
+        "    all_ranks(lambda: rt.rank, rt)\n"
+        "names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]\n"
+        "gloo = sorted(n for n in names if 'gloo' in n)\n"
+        "open(f'{sys.argv[2]}/threads{rt.rank}.txt', 'w').write(repr(gloo))\n"
+    )
+    # one file per rank: two processes printing at once interleave their lines on the shared stdout
+    result = run(str(script), tiny_depth_model, str(tmp_path), processes=2)
+    assert result.returncode == 0, result.stderr
+    left = {p.name: p.read_text() for p in sorted(tmp_path.glob("threads*.txt"))}
+    assert left == {"threads0.txt": "[]", "threads1.txt": "[]"}
 
 
 def test_training_mistakes_under_torchrun_stop_every_process_in_one_line(toy, tmp_path):

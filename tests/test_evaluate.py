@@ -145,3 +145,25 @@ def test_test_py_end_to_end(tmp_path, tiny_official_checkpoint):
     os.remove(root / "DIS-TE2" / "depth_large" / "DIS-TE2_1.png")
     missing = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 1 and "prepare_depth.py" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_test_py_reruns_predict_what_is_missing_and_never_mix_options(tmp_path, tiny_official_checkpoint):
+    root = make_toy_dis5k(tmp_path / "data", splits=["DIS-VD"], n=2, depths=("depth_large",))
+    out = tmp_path / "test"
+    command = [sys.executable, "-m", "pdfnet", "test", "--checkpoint", tiny_official_checkpoint, "--data-root"]
+    command += [str(root), "--splits", "DIS-VD", "--out", str(out), "--input-size", "256", "--device", "cpu"]
+    command += ["--workers", "1", "--cache-dir", str(tmp_path / "cache"), "--loader-workers", "0"]
+    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+    preds = sorted((out / "preds" / "DIS-VD").glob("*.png"))
+    stamps = [p.stat().st_mtime_ns for p in preds]
+    os.remove(preds[1])  # as if interrupted: the rerun predicts that one only, and scores both
+    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+    assert preds[0].stat().st_mtime_ns == stamps[0] and preds[1].exists()
+    assert json.loads((out / "metrics.json").read_text())["DIS-VD"]["n"] == 2
+    # other options would score two models' predictions together: refused, naming the difference
+    other = subprocess.run(command + ["--tta"], capture_output=True, text=True)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert "2 predictions were made with other options: tta=off (now on)" in other.stderr
+    assert "--overwrite" in other.stderr and preds[0].stat().st_mtime_ns == stamps[0]
+    assert subprocess.run(command + ["--tta", "--overwrite"], capture_output=True, text=True).returncode == 0
+    assert preds[0].stat().st_mtime_ns != stamps[0]

@@ -163,6 +163,9 @@ def test_from_pretrained_names(monkeypatch, tiny_official_checkpoint, tiny_depth
     calls = []
     import huggingface_hub
 
+    from pdfnet import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     monkeypatch.setattr(
         huggingface_hub,
         "hf_hub_download",
@@ -179,11 +182,14 @@ def test_from_pretrained_names(monkeypatch, tiny_official_checkpoint, tiny_depth
 def test_offline_without_weights_is_explained(monkeypatch, tmp_path, capsys):
     import huggingface_hub
 
+    from pdfnet import hub
+
     def offline(repo_id, filename):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(CheckpointError, match="--weights PATH"):
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)  # reachable, but the download fails
+    with pytest.raises(CheckpointError, match="couldn't connect.*--weights checkpoints/PDFNet_Best.pth"):
         predictor_module.download_weights()
     assert main(["predict", "--out", str(tmp_path), "--weights", "general"]) == 1
     err = capsys.readouterr().err
@@ -198,7 +204,47 @@ def test_general_weights_offline_end_in_one_line(tmp_path):
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and "Tennineee/PDFNet-General" in line and "PDF-Generally.pth" in line
-    assert "--weights PATH" in line and not any((tmp_path / "out").glob("*.png"))
+    assert "hf download Tennineee/PDFNet-General" in line and "--weights checkpoints/PDF-Generally.pth" in line
+    assert not (tmp_path / "out").exists()  # no empty output folder either
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable"])
+def test_offline_errors_come_at_once(tmp_path, offline):
+    # without the files in the cache: the error at once, with no retries of the Hub client before it (which took
+    # 30 s), whether the machine is marked offline or the Hub just cannot be reached (a closed port here)
+    import time
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE", None)
+    if offline == "HF_HUB_OFFLINE":
+        env["HF_HUB_OFFLINE"] = "1"
+    for extra, culprit in [([], "Tennineee/PDFNet"), (["--weights", str(tmp_path / "w.pth")], "Depth-Anything-V2")]:
+        if extra:
+            torch.save({"model": {}}, tmp_path / "w.pth")
+        command = [sys.executable, "-m", "pdfnet", "predict", "--out", str(tmp_path / "out"), *extra]
+        began = time.monotonic()
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        elapsed = time.monotonic() - began
+        assert result.returncode == 1 and culprit in result.stderr and "hf download" in result.stderr
+        assert "Retry" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert elapsed < 20, elapsed  # about 2 s of CPU (importing torch); the old retries alone took 30 s
+        assert not (tmp_path / "out").exists()
+
+
+def test_the_hub_is_asked_only_when_it_can_answer(monkeypatch):
+    from pdfnet import hub
+
+    hub.hub_reachable.cache_clear()
+    monkeypatch.setattr(hub, "_connects", lambda host, port, timeout: False)
+    monkeypatch.setattr(hub, "cached_file", lambda repo, name: "/cache/" + name if repo == "cached/repo" else None)
+    assert hub.fetch_file("cached/repo", "w.pth") == "/cache/w.pth"  # from the cache, the Hub never asked
+    assert hub.local_files_only("cached/repo") is True  # transformers told not to ask the Hub first
+    with pytest.raises(OSError, match="cannot be reached"):
+        hub.fetch_file("other/repo", "w.pth")
+    hub.hub_reachable.cache_clear()
+    monkeypatch.setattr(hub, "_connects", lambda host, port, timeout: True)
+    assert hub.local_files_only("other/repo") is False
+    hub.hub_reachable.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------- the CLI
@@ -289,7 +335,7 @@ def test_cli_bad_flags_are_usage_errors(args, message, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_cli_bad_locations_fail_before_any_work(tiny_official_checkpoint, tmp_path, capsys):
+def test_cli_bad_locations_fail_before_any_work(tiny_official_checkpoint, tiny_depth_model, tmp_path, capsys):
     Image.fromarray(_image(30, 40)).save(tmp_path / "x.png")
     (tmp_path / "empty").mkdir()
     assert _cli([str(tmp_path / "empty")], tiny_official_checkpoint) == 1
@@ -302,7 +348,7 @@ def test_cli_bad_locations_fail_before_any_work(tiny_official_checkpoint, tmp_pa
     for bad in (tmp_path / "empty.pth", tmp_path / "random.pth", tmp_path / "missing.pth"):
         if bad.name != "missing.pth":
             bad.write_bytes(b"" if bad.name == "empty.pth" else np.random.default_rng(1).bytes(512))
-        assert _cli([str(tmp_path / "x.png"), "--out", str(tmp_path / "o")], str(bad)) == 1
+        assert _cli([str(tmp_path / "x.png"), "--out", str(tmp_path / "o")], str(bad), tiny_depth_model) == 1
         err = capsys.readouterr().err
         assert str(bad) in err and "Traceback" not in err and "weights_only" not in err
 
@@ -361,3 +407,60 @@ def test_read_image_conversions(tmp_path):
     # palette images become RGB
     Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).convert("P").save(tmp_path / "pal.png")
     assert read_image(tmp_path / "pal.png").shape == (8, 8, 3)
+
+
+def test_a_rerun_redoes_only_what_other_options_made(tiny_official_checkpoint, tiny_depth_model, tmp_path, capsys):
+    from pdfnet.provenance import read_options
+
+    Image.fromarray(_image(40, 60)).save(tmp_path / "x.png")
+    Image.fromarray(_image(50, 30, seed=1)).save(tmp_path / "y.png")
+    out, x, y = tmp_path / "o", str(tmp_path / "x.png"), str(tmp_path / "y.png")
+    assert _cli([x, "--out", str(out), "--format", "mask"], tiny_official_checkpoint, tiny_depth_model) == 0
+    assert read_options(out / "x.png")["output"] == "mask"
+    capsys.readouterr()
+    # the same name, other options: kept, and said so in one line for the folder; the new input is done
+    assert _cli([x, y, "--out", str(out), "--format", "rgba"], tiny_official_checkpoint, tiny_depth_model) == 0
+    captured = capsys.readouterr()
+    [note] = [line for line in captured.err.splitlines() if line.startswith("note:")]
+    assert "1 output was made with other options: output=mask (now rgba)" in note and "--overwrite" in note
+    assert Image.open(out / "x.png").mode == "L" and Image.open(out / "y.png").mode == "RGBA"
+    assert "wrote 1 result(s)" in captured.out
+    # every option that changes a mask is compared: test-time augmentation, the precision, the weights' content
+    for extra in (["--tta"], ["--precision", "bf16"], ["--no-refine"]):
+        args = [x, "--out", str(out), "--format", "mask", *extra]
+        assert _cli(args, tiny_official_checkpoint, tiny_depth_model) == 0
+        err = capsys.readouterr().err
+        assert ("note:" in err) == (extra != ["--no-refine"]), (extra, err)  # refining changes RGBA only
+    retrained = tmp_path / "retrained.pth"
+    model = torch.load(tiny_official_checkpoint, weights_only=True)
+    retrained_state = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.items()}
+    torch.save(retrained_state, retrained)
+    assert _cli([x, "--out", str(out), "--format", "mask"], str(retrained), tiny_depth_model) == 0
+    assert "weights=PDFNet_tiny.pth sha256:" in capsys.readouterr().err
+    # --overwrite redoes it with this run's options, which the file then records
+    assert _cli([x, "--out", str(out), "--overwrite"], tiny_official_checkpoint, tiny_depth_model) == 0
+    assert Image.open(out / "x.png").mode == "RGBA" and read_options(out / "x.png")["output"] == "rgba"
+    capsys.readouterr()
+    assert _cli([x, y, "--out", str(out)], tiny_official_checkpoint, tiny_depth_model) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_outputs_of_an_earlier_version_are_kept_and_named(tiny_official_checkpoint, tmp_path, capsys):
+    Image.fromarray(_image(40, 60)).save(tmp_path / "x.png")
+    (tmp_path / "o").mkdir()
+    Image.fromarray(_image(40, 60)).save(tmp_path / "o" / "x.png")  # no record of what made it
+    assert _cli([str(tmp_path / "x.png"), "--out", str(tmp_path / "o")], tiny_official_checkpoint) == 0
+    captured = capsys.readouterr()
+    assert "1 output holds no record" in captured.err and "nothing to do" in captured.out
+
+
+def test_failed_runs_leave_no_folders(tiny_official_checkpoint, tiny_depth_model, tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    out = tmp_path / "new" / "deeper"
+    assert _cli([str(tmp_path / "bad.png"), "--out", str(out)], tiny_official_checkpoint, tiny_depth_model) == 1
+    assert "bad.png" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # created for the run's lock, removed with it: nothing was written
+    Image.fromarray(_image(40, 60)).save(tmp_path / "x.png")
+    assert _cli([str(tmp_path / "x.png"), "--out", str(out)], str(tmp_path / "missing.pth"), tiny_depth_model) == 1
+    assert "missing.pth" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

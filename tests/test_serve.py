@@ -166,7 +166,7 @@ def test_bad_arguments_are_refused_before_gradio_is_imported(tiny_official_check
     junk = tmp_path / "junk.pth"
     junk.write_text("not a checkpoint")
     assert main(["serve", "--weights", str(junk), "--device", "cpu", "--port", port]) == 1
-    assert capsys.readouterr().err.startswith(f"error: {junk}: ")
+    assert capsys.readouterr().err.startswith(f"error: {junk} is a text file, not a checkpoint")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

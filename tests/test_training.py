@@ -72,6 +72,17 @@ def test_missing_depth_names_file_and_command(tmp_path):
         DIS5KDataset(root, "DIS-VD", 256, ("depth_large",))
 
 
+def test_a_run_that_cannot_start_leaves_no_folder(tmp_path):
+    from pdfnet.config import load_config
+    from pdfnet.training.engine import train
+
+    root = make_toy_dis5k(tmp_path / "data", splits=("DIS-TR", "DIS-VD"), n=1)  # no depth maps
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"data.root={root}", f"output_dir={tmp_path / 'runs' / 'a'}"])
+    with pytest.raises(FileNotFoundError, match="prepare_depth.py"):
+        train(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_missing_mask_and_unreadable_image_are_named(tmp_path):
     root = make_toy_dis5k(tmp_path, splits=("DIS-VD",), n=2, depths=("depth_large",))
     (root / "DIS-VD" / "images" / "DIS-VD_1.jpg").write_bytes(b"broken")

@@ -247,10 +247,18 @@ def test_predict_writes_mask_and_rgba_videos(tiny_official_checkpoint, tiny_dept
     assert np.abs(rgba[0][..., 3].astype(int) - masks[0]).mean() < 3  # the same mask in both
     assert audio_codec(out / "clip_rgba.webm") == "opus" and audio_codec(out / "clip_mask.mp4") is None
     assert "frame" in capsys.readouterr().err  # the progress bar counts frames
-    # a rerun skips what exists
+    # each video records what made it; a rerun skips what was made with the same options
+    from pdfnet.provenance import read_options
+
+    assert read_options(out / "clip_mask.mp4")["output"] == "mask"
+    assert read_options(out / "clip_rgba.webm")["refine"] == "on"
     stamp = (out / "clip_mask.mp4").stat().st_mtime_ns
     assert _predict([str(clip), "--out", str(out), "--format", "mask"], tiny_official_checkpoint, tiny_depth_model) == 0
     assert "nothing to do" in capsys.readouterr().out and (out / "clip_mask.mp4").stat().st_mtime_ns == stamp
+    # and names what other options made
+    args = [str(clip), "--out", str(out), "--format", "mask", "--tta"]
+    assert _predict(args, tiny_official_checkpoint, tiny_depth_model) == 0
+    assert "tta=off (now on)" in capsys.readouterr().err and (out / "clip_mask.mp4").stat().st_mtime_ns == stamp
     args = [str(clip), "--out", str(out), "--format", "mask", "--overwrite"]
     assert _predict(args, tiny_official_checkpoint, tiny_depth_model) == 0
     assert (out / "clip_mask.mp4").stat().st_mtime_ns != stamp and len(read_back(out / "clip_mask.mp4")[0]) == 4
@@ -265,7 +273,7 @@ def test_predict_never_replaces_a_video_and_wants_the_depth_model_for_it(tiny_of
     (tmp_path / "depth").mkdir()
     assert main([*command, "--out", str(tmp_path / "out"), "--depth", str(tmp_path / "depth")]) == 1
     err = capsys.readouterr().err
-    assert f"{clip} is a video" in err and "Traceback" not in err and not any((tmp_path / "out").iterdir())
+    assert f"{clip} is a video" in err and "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 def test_predict_names_a_corrupt_video_and_goes_on(tiny_official_checkpoint, tiny_depth_model, tmp_path, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.depth import LICENSE_NOTE
+from ..hub import LICENSE_NOTE
 from .options import add_depth_kind_option, add_device_options, depth_input_size, positive_int
 
 HELP = "make the pseudo-depth maps of dataset splits"
@@ -21,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Write <split folder>/<out-name>/<stem>.png for every image (<root>/<split>/ for DIS-5K; README.md, Other "
         "datasets, says where for the others): Depth-Anything-V2's infer_image (another transformers depth model: its "
-        "image processor), near bright, min-max normalised, 8 bits. Existing maps are skipped unless --overwrite."
+        "image processor), near bright, min-max normalised, 8 bits. Each map records what made it (model, input "
+        "size, format, precision): existing maps made the same way are skipped, those made otherwise kept and "
+        "reported unless --overwrite."
     )
     p.epilog = EXAMPLES + "\n\n" + LICENSE_NOTE
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -46,14 +48,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=1)
     p.add_argument("--format", choices=["png8", "png16"], default="png8", dest="fmt")
-    p.add_argument("--overwrite", action="store_true", help="redo maps that already exist")
+    p.add_argument(
+        "--overwrite", action="store_true", help="redo maps that already exist (default: skip those made alike)"
+    )
     add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """Under ``torchrun`` every process writes its own share of the maps; rank 0 prints the summary."""
-    from ..data.depth import DepthEstimator, prepare_depth_maps
+    from ..data.depth import DEFAULT_INPUT_SIZE, DepthEstimator, prepare_depth_maps
     from ..distributed import process_group
+    from ..provenance import depth_model_identity
 
     with process_group(args.device) as rt:
 
@@ -71,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
             args.overwrite,
             args.fmt,
             rt=rt,
+            options={
+                "model": depth_model_identity(args.model),
+                # Depth-Anything's default when none is given, as before other families (which ignore it)
+                "input-size": args.input_size or DEFAULT_INPUT_SIZE,
+                "format": args.fmt,
+                "precision": args.precision,
+                # only when given: the family's own kind keeps the records of earlier maps valid
+                **({"kind": args.depth_kind} if args.depth_kind else {}),
+            },
         )
     if rt.is_main:
         processes = f" ({rt.world_size} processes)" if rt.distributed else ""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..data.depth import DEFAULT_DEPTH_MODEL, LICENSE_NOTE
 from ..errors import InputError, OutputError, PDFNetError
+from ..hub import DEFAULT_DEPTH_MODEL, LICENSE_NOTE
 from ..io import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -77,7 +78,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="RGBA: keep the photo's colours where the mask is soft (default: estimate the foreground's colours, "
         "so that no fringe of the old background shows)",
     )
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo outputs that already exist (default: skip those made with the same options, keep and name those "
+        "made otherwise)",
+    )
     add_device_options(p)
 
 
@@ -117,8 +123,24 @@ def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str) -> dict[Path, dict
     return plan
 
 
+def check_sources(args: argparse.Namespace) -> None:
+    """Check that the published weights and the depth model can be had (cached, local or the Hub reachable):
+    offline, the error comes within seconds, before the network's libraries load."""
+    from ..hub import PRETRAINED, check_depth_model_source, download_weights
+    from ..model.state_dict import check_weight_file
+
+    weights = args.weights or "base"
+    if weights in PRETRAINED and not Path(weights).exists():
+        download_weights(weights)
+    elif not weights.endswith(".onnx"):  # a graph is checked by ONNX Runtime as it loads
+        check_weight_file(weights)
+    if not args.depth:
+        check_depth_model_source(args.depth_model)
+
+
 def _load_predictor(args: argparse.Namespace, device: str | None):
-    from ..inference.predictor import PRETRAINED, Predictor
+    from ..hub import PRETRAINED
+    from ..inference.predictor import Predictor
 
     depth_model = None if args.depth else args.depth_model
     options = dict(
@@ -160,53 +182,112 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, rt)
 
 
-def _plan(args: argparse.Namespace) -> tuple[int, Path, dict[Path, dict[str, Path]], list[Path]]:
-    """(number of inputs, output folder, every input's outputs, inputs still to do), checked before any work."""
+@dataclass
+class Plan:
+    """What a ``predict`` run will do, decided by rank 0 before any work.
+
+    Attributes:
+        n_inputs: how many inputs were given (after expanding folders and patterns).
+        out_dir: the output folder.
+        files: every input's output files by kind (``mask``, ``rgba``).
+        todo: the inputs to predict.
+        skipped: how many inputs are done already, with this run's options.
+        kept: lines about outputs made otherwise and kept (without ``--overwrite``).
+    """
+
+    n_inputs: int
+    out_dir: Path
+    files: dict[Path, dict[str, Path]]
+    todo: list[Path]
+    skipped: int
+    kept: list[str]
+
+
+def output_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """The options that change each kind of output (recorded in it, compared on a rerun: pdfnet.provenance).
+    Weight files and model folders are named by their content."""
+    from ..provenance import depth_model_identity, fingerprint
+
+    weights = args.weights or "base"
+    depth = f"maps {Path(args.depth).resolve()}" if args.depth else f"model {depth_model_identity(args.depth_model)}"
+    if args.depth_kind and not args.depth:  # only when given: the family's own kind keeps earlier records valid
+        depth += f" ({args.depth_kind})"
+    common = {
+        "weights": fingerprint(weights) if Path(weights).is_file() else weights,
+        "variant": args.variant or "auto",
+        "depth": depth,
+        "input-size": args.input_size or ("graph" if weights.endswith(".onnx") else 1024),
+        "tta": args.tta,
+        "precision": args.precision,
+    }
+    return {"mask": {"output": "mask", **common}, "rgba": {"output": "rgba", **common, "refine": args.refine}}
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    """The run's plan, checked before any work: the inputs exist, the outputs can be written, and which are
+    done (with the same options), to do, or kept (made otherwise, without ``--overwrite``)."""
+    from ..provenance import report_lines, sort_existing
+
     inputs = list(expand_inputs(args.inputs, IMAGE_SUFFIXES + VIDEO_SUFFIXES)) if args.inputs else [example_image()]
     if not inputs:
         raise InputError(f"no images or videos in {' '.join(args.inputs)}")
     out_dir = check_writable_folder(args.out)
-    plan = plan_outputs(inputs, out_dir, args.fmt)
-    todo = [p for p in inputs if args.overwrite or not all(f.exists() for f in plan[p].values())]
-    return len(inputs), out_dir, plan, todo
+    files = plan_outputs(inputs, out_dir, args.fmt)
+    if args.overwrite:
+        return Plan(len(inputs), out_dir, files, inputs, 0, [])
+    options = output_options(args)
+    existing = sort_existing((f, options[kind]) for p in inputs for kind, f in files[p].items())
+    same, stale = set(existing.same), set(existing.stale())
+    todo = [p for p in inputs if not any(f in stale for f in files[p].values())]
+    done = [p for p in todo if all(f in same for f in files[p].values())]
+    todo = [p for p in todo if p not in done]
+    return Plan(len(inputs), out_dir, files, todo, len(done), report_lines(existing))
 
 
 def _run(args: argparse.Namespace, rt: Runtime) -> int:
     from ..distributed import all_ranks, held_by_main, on_main, shard
+    from ..provenance import make_record
 
-    # one view of the inputs and of what exists, rank 0's, for every process
-    n_inputs, out_dir, plan, todo = on_main(lambda: _plan(args), rt)
-    skipped = n_inputs - len(todo)
-    if not todo:
+    plan = on_main(lambda: _plan(args), rt)  # one view of the inputs and of what exists, rank 0's, for every process
+    if rt.is_main:
+        for line in plan.kept:
+            print(f"note: {line}", file=sys.stderr)
+    if not plan.todo:
         if rt.is_main:
-            print(f"all {n_inputs} output(s) already exist in {out_dir}; nothing to do (--overwrite redoes them)")
+            kept = f", {plan.n_inputs - plan.skipped} made otherwise" if plan.skipped < plan.n_inputs else ""
+            print(
+                f"all {plan.n_inputs} output(s) already exist in {plan.out_dir}{kept}; nothing to do "
+                "(--overwrite redoes them)"
+            )
         return 0
+    on_main(lambda: check_sources(args), rt)  # before the network's libraries load: offline, the error is quick
+    records = {kind: make_record("predict", options) for kind, options in output_options(args).items()}
 
     def work() -> tuple[int, list[str]]:
-        mine, failed = shard(todo, rt), []
+        mine, failed = shard(plan.todo, rt), []
         if not mine:
             return 0, failed
         predictor = _load_predictor(args, str(rt.device) if rt.distributed else args.device)
         images = [p for p in mine if not is_video(p)]
-        written = _predict_images(predictor, images, plan, args, failed, rt.is_main) if images else 0
+        written = _predict_images(predictor, images, plan.files, records, args, failed, rt.is_main) if images else 0
         for path in (p for p in mine if is_video(p)):
             try:
-                _predict_video(predictor, path, plan[path], args, rt.is_main)
+                _predict_video(predictor, path, plan.files[path], records, args, rt.is_main)
                 written += 1
             except PDFNetError as e:
                 failed.append(_named(e, path))
                 print(f"error: {failed[-1]}", file=sys.stderr)
         return written, failed
 
-    with held_by_main(FolderLock(out_dir, "predict"), rt):
+    with held_by_main(FolderLock(plan.out_dir, "predict"), rt):
         outcomes = all_ranks(work, rt)
     written = sum(n for n, _ in outcomes)
     failed = [message for _, messages in outcomes for message in messages]
     if rt.is_main:
-        note = f"; {skipped} already done, skipped (--overwrite redoes them)" if skipped else ""
+        note = f"; {plan.skipped} already done, skipped (--overwrite redoes them)" if plan.skipped else ""
         processes = f" by {rt.world_size} processes" if rt.distributed else ""
         print(
-            f"wrote {written} result(s) to {out_dir}{processes}{note}"
+            f"wrote {written} result(s) to {plan.out_dir}{processes}{note}"
             + (f"; {len(failed)} input(s) failed:" if failed else "")
         )
         for message in failed:
@@ -222,6 +303,7 @@ def _predict_images(
     predictor: Predictor,
     todo: list[Path],
     plan: dict[Path, dict[str, Path]],
+    records: dict[str, dict[str, str]],
     args: argparse.Namespace,
     failed: list[str],
     progress: bool = True,
@@ -255,9 +337,9 @@ def _predict_images(
         for path, image, mask in zip(paths, images, predictor.predict_masks(images, depths)):
             files = plan[path]
             if "mask" in files:
-                write_image_atomic(files["mask"], mask)
+                write_image_atomic(files["mask"], mask, records["mask"])
             if "rgba" in files:
-                write_image_atomic(files["rgba"], to_rgba(image, mask, refine=args.refine))
+                write_image_atomic(files["rgba"], to_rgba(image, mask, refine=args.refine), records["rgba"])
             written += 1
             bar.update(1)
     bar.close()
@@ -265,7 +347,12 @@ def _predict_images(
 
 
 def _predict_video(
-    predictor: Predictor, path: Path, files: dict[str, Path], args: argparse.Namespace, progress: bool = True
+    predictor: Predictor,
+    path: Path,
+    files: dict[str, Path],
+    records: dict[str, dict[str, str]],
+    args: argparse.Namespace,
+    progress: bool = True,
 ) -> None:
     """Stream a video's frames through the network, ``--batch-size`` at a time, into its mask and RGBA videos.
 
@@ -286,8 +373,11 @@ def _predict_video(
         reader = stack.enter_context(open_video(path))
         if predictor.depth_estimator is not None:
             predictor.depth_estimator.input_shape(np.empty((reader.info.height, reader.info.width, 3), np.uint8))
-        mask_out = stack.enter_context(MaskVideoWriter(files["mask"], reader.info)) if "mask" in files else None
-        rgba_out = stack.enter_context(RgbaVideoWriter(files["rgba"], reader.info)) if "rgba" in files else None
+        mask_out = rgba_out = None
+        if "mask" in files:
+            mask_out = stack.enter_context(MaskVideoWriter(files["mask"], reader.info, metadata=records["mask"]))
+        if "rgba" in files:
+            rgba_out = stack.enter_context(RgbaVideoWriter(files["rgba"], reader.info, metadata=records["rgba"]))
         bar = stack.enter_context(
             tqdm(total=reader.info.frame_count or None, desc=path.name, unit="frame", disable=not progress)
         )

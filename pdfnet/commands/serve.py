@@ -19,8 +19,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..data.depth import DEFAULT_DEPTH_MODEL, LICENSE_NOTE
 from ..errors import ServeError
+from ..hub import DEFAULT_DEPTH_MODEL, LICENSE_NOTE
 from .options import add_device_options, input_size
 
 HELP = 'a local web page and HTTP API for cutouts (needs pip install "pdfnet[app]")'

@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=positive_int, help="scoring processes (default: all cores)")
     p.add_argument("--loader-workers", type=non_negative_int, default=2, help="image reading processes")
     p.add_argument("--cache-dir", default="default", help="mask cache for the metrics")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="predict every image again (default: a rerun predicts only what is missing, and refuses predictions "
+        "made with other options)",
+    )
     add_device_options(p)
 
 

@@ -30,7 +30,7 @@ which; ``kind`` (``--depth-kind``) overrides it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -41,24 +41,20 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DepthModelError, InputError
+from ..hub import (  # noqa: F401 (the names of the published depth models, also used from here)
+    DEFAULT_DEPTH_MODEL,
+    DEPTH_LICENSES,
+    DEPTH_MODELS,
+    LICENSE_NOTE,
+    check_depth_model_source,
+    resolve_depth_model,
+)
 from ..model.fastpath import attention
 from ..runtime import IMAGENET_MEAN, IMAGENET_STD, PRECISIONS, check_precision
 
 if TYPE_CHECKING:
     from ..distributed import Runtime
 
-DEPTH_MODELS = {
-    "small": "depth-anything/Depth-Anything-V2-Small-hf",
-    "base": "depth-anything/Depth-Anything-V2-Base-hf",
-    "large": "depth-anything/Depth-Anything-V2-Large-hf",
-}
-DEFAULT_DEPTH_MODEL = "large"
-# The weights' licences: Small is Apache-2.0; Base and Large are for non-commercial use only.
-DEPTH_LICENSES = {"small": "Apache-2.0", "base": "CC-BY-NC-4.0", "large": "CC-BY-NC-4.0"}
-LICENSE_NOTE = (
-    "Depth-Anything-V2-Base and -Large (the default, as in the paper) are licensed CC-BY-NC-4.0, for "
-    "non-commercial use only; Depth-Anything-V2-Small is Apache-2.0: use --depth-model small for commercial work."
-)
 # The depth model's input is at most this many times input_size^2 pixels: far thinner images (a 3x500 sliver
 # gives a 518x86333 input) would need tens of gigabytes of attention.
 MAX_INPUT_AREA = 8
@@ -77,11 +73,6 @@ DEPTH_KINDS = {
 }
 KINDS = ("disparity", "metric")
 METRIC_FLOOR = 1e-3  # metric depths under this fraction of the image's largest are raised to it before 1 / d
-
-
-def resolve_depth_model(name_or_path: str) -> str:
-    """``small``/``base``/``large`` to their Hugging Face repos; anything else (a repo or a folder) unchanged."""
-    return DEPTH_MODELS.get(name_or_path.lower(), name_or_path)
 
 
 def lower_bound_size(height: int, width: int, input_size: int = 518, multiple: int = PATCH) -> tuple[int, int]:
@@ -357,15 +348,13 @@ def load_depth_model(name: str, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForDepthEstimation
 
     local = os.path.isdir(name)
-    if not local and (name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1):
-        raise DepthModelError(
-            f"no depth model folder {name}: --depth-model takes small, base, large, a Hugging Face repo id or a "
-            "local folder; or give ready-made depth maps with --depth"
-        )
+    cache_only = check_depth_model_source(name)
     # transformers 4.56 renamed torch_dtype to dtype (the old name still works, with a warning)
     dtype_arg = "dtype" if _transformers_version() >= (4, 56) else "torch_dtype"
     try:
-        return AutoModelForDepthEstimation.from_pretrained(name, **{dtype_arg: dtype}).eval()
+        return AutoModelForDepthEstimation.from_pretrained(
+            name, local_files_only=cache_only, **{dtype_arg: dtype}
+        ).eval()
     except (OSError, ValueError, KeyError) as e:
         if local:
             reason = f"{name} is not a transformers depth-model folder (save_pretrained layout)"
@@ -382,12 +371,13 @@ def load_image_processor(name: str):
     """The image processor saved with a transformers depth model (repo id or folder).
 
     Raises:
-        DepthModelError: there is none, naming the model.
+        DepthModelError: there is none, or it cannot be fetched (offline and not in the cache), naming the model.
     """
     from transformers import AutoImageProcessor
 
+    cache_only = check_depth_model_source(name)  # as load_depth_model: offline, the cache alone, or one-line error
     try:
-        return AutoImageProcessor.from_pretrained(name)
+        return AutoImageProcessor.from_pretrained(name, local_files_only=cache_only)
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DepthModelError(
@@ -417,13 +407,15 @@ def prepare_depth_maps(
     fmt: str = "png8",
     progress: bool = True,
     rt: Runtime | None = None,
+    options: Mapping[str, object] | None = None,
 ) -> tuple[int, list[str]]:
     """Write one depth map per image of each split to ``<depth base>/<out_name>/<stem>.png``, the depth base
     being the split's own folder (``<root>/<split>/``, ``DUTS-TE/``, ``HRSOD_train_depth/``, ...: see
     :mod:`pdfnet.data.layout`).
 
-    Maps keep the image's size and are min-max normalised per image. Existing maps are skipped unless
-    ``overwrite`` (the depth model is not even loaded when nothing is left to do); every write is atomic; a
+    Maps keep the image's size and are min-max normalised per image. Existing maps made with the same
+    ``options`` are skipped, those made otherwise kept and reported (one line per folder), unless ``overwrite``
+    redoes them all (the depth model is not even loaded when nothing is left to do); every write is atomic; a
     folder being written by another run is refused with a message naming it. An unreadable or unusable image is
     reported and the rest still processed.
 
@@ -432,6 +424,8 @@ def prepare_depth_maps(
         make_estimator: builds the estimator, called once, only if some map is missing (in this process's share).
         rt: under ``torchrun``, this process's place (:func:`pdfnet.distributed.setup_runtime`): every process
             writes its own share of the missing maps; rank 0 finds them and holds the folders' locks.
+        options: what makes the maps (model, input size, format, precision: :mod:`pdfnet.provenance`),
+            recorded in each and compared with the existing ones; None skips every existing map.
 
     Returns:
         (number of maps written, error messages naming the files at fault), over all processes.
@@ -440,15 +434,17 @@ def prepare_depth_maps(
 
     from tqdm import tqdm
 
-    from ..distributed import Runtime, all_ranks, held_by_main, on_main, shard
+    from ..distributed import Runtime, all_ranks, held_by_main, log, on_main, shard
     from ..errors import PDFNetError
-    from ..io import FolderLock, read_image, remove_stale_temporaries, write_image_atomic
+    from ..io import FolderLock, read_image, write_image_atomic
+    from ..provenance import make_record, report_lines, sort_existing
     from .layout import find_split
 
     rt = rt or Runtime(torch.device("cpu"))
+    record = make_record("depth", options) if options is not None else None
 
-    def plan() -> tuple[dict[str, Path], list[tuple[str, Path]], list[str]]:
-        out_dirs, todo, errors = {}, [], []
+    def plan() -> tuple[dict[str, Path], list[tuple[str, Path]], list[str], list[str]]:
+        out_dirs, todo, errors, kept = {}, [], [], []
         for spec in splits:
             try:
                 split = find_split(data_root, spec)
@@ -457,10 +453,22 @@ def prepare_depth_maps(
                 errors.append(str(e))
                 continue
             out_dirs[spec] = out_dir = split.depth_dir(out_name)
-            todo += [(spec, p) for p in images if overwrite or not (out_dir / f"{p.stem}.png").exists()]
-        return out_dirs, todo, errors
+            maps = {p: out_dir / f"{p.stem}.png" for p in images}
+            if overwrite:
+                todo += [(spec, p) for p in images]
+                continue
+            if options is None:
+                todo += [(spec, p) for p, target in maps.items() if not target.exists()]
+                continue
+            existing = sort_existing((target, options) for target in maps.values())
+            done = set(existing.same) | set(existing.stale())
+            todo += [(spec, p) for p, target in maps.items() if target not in done]
+            kept += report_lines(existing, noun="depth map")
+        return out_dirs, todo, errors, kept
 
-    out_dirs, todo, errors = on_main(plan, rt)  # one view of what exists, for every process
+    out_dirs, todo, errors, kept = on_main(plan, rt)  # one view of what exists, for every process
+    for line in kept:
+        log(rt, f"note: {line}")
     if not todo:
         return 0, errors
 
@@ -492,7 +500,7 @@ def prepare_depth_maps(
                 if not batch:
                     continue
                 for path, depth in zip(batch, estimator.estimate_batch(arrays)):
-                    write_image_atomic(out_dir / f"{path.stem}.png", encode_depth(depth, fmt))
+                    write_image_atomic(out_dir / f"{path.stem}.png", encode_depth(depth, fmt), record)
                     written += 1
                     bar.update(1)
             bar.close()
@@ -501,7 +509,5 @@ def prepare_depth_maps(
     with ExitStack() as stack:
         for spec in dict.fromkeys(spec for spec, _ in todo):
             stack.enter_context(held_by_main(FolderLock(out_dirs[spec], "depth_prep"), rt))
-            if rt.is_main:
-                remove_stale_temporaries(out_dirs[spec])
         outcomes = all_ranks(work, rt)
     return sum(n for n, _ in outcomes), errors + [message for _, messages in outcomes for message in messages]

@@ -6,13 +6,14 @@ import csv
 import json
 import multiprocessing as mp
 import os
+import queue
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import EvaluationError, ImageReadError
 from ..io import atomic_path, is_listed, read_gray, write_text_atomic
@@ -53,12 +54,34 @@ def match_files(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> tuple
     return pairs, missing
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_map(path: str | os.PathLike) -> np.ndarray:
+    """A prediction or mask as :func:`pdfnet.io.read_gray` reads it: (H, W) uint8.
+
+    8-bit greyscale PNGs (the usual predictions and masks) are decoded by OpenCV, a third faster than Pillow,
+    to the same pixels (the format is lossless); anything else, and any file OpenCV cannot decode, goes to
+    ``read_gray`` and its conversions and errors.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        data = b""
+    # IHDR right after the signature: bit depth (byte 24) 8, colour type (byte 25) 0, greyscale
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24:26] == b"\x08\x00":
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is not None and image.ndim == 2 and image.dtype == np.uint8:
+            return image
+    return read_gray(path)
+
+
 def _score_pair(args: tuple[Pair, str | None]) -> tuple[ImageScores | None, str | None, bool]:
     """(scores, error message, resized) for one pair; runs in a worker process."""
     pair, cache_dir = args
     try:
-        gt = read_gray(pair.gt)
-        pred = read_gray(pair.pred)
+        gt = read_map(pair.gt)
+        pred = read_map(pair.pred)
     except ImageReadError as e:
         return None, str(e), False
     resized = pred.shape != gt.shape
@@ -73,6 +96,71 @@ def _init_worker() -> None:
     # OpenCV thread per worker, as the workers already use every core
     keep_freed_memory()
     cv2.setNumThreads(1)
+
+
+def _worker(jobs: mp.Queue, results: mp.Queue, cache_dir: str | None) -> None:
+    """A scoring process: takes (index, pair) from ``jobs`` until None, puts (index, result) in ``results``."""
+    _init_worker()
+    while (job := jobs.get()) is not None:
+        index, pair = job
+        try:
+            results.put((index, _score_pair((pair, cache_dir))))
+        except Exception:  # a bug: reported to the parent with its traceback instead of hanging it
+            results.put((index, traceback.format_exc()))
+
+
+def _score_all(pairs: list[Pair], cache_dir: str | None, workers: int, on_result) -> list:
+    """``_score_pair``'s result for every pair, in order, on ``workers`` processes, calling ``on_result`` as
+    each arrives.
+
+    This process is one of them: it scores from the same queue while the others start (a spawned process
+    spends about half a second importing before its first image) and while they run.
+    """
+    if workers == 1:
+        return [on_result(_score_pair((pair, cache_dir))) for pair in pairs]
+    ctx = mp.get_context("spawn")
+    jobs, results = ctx.Queue(), ctx.Queue()
+    others = [ctx.Process(target=_worker, args=(jobs, results, cache_dir), daemon=True) for _ in range(workers - 1)]
+    for process in others:
+        process.start()
+    for job in enumerate(pairs):
+        jobs.put(job)
+    for _ in range(workers):  # one stop for each process taking jobs, this one included
+        jobs.put(None)
+    ordered: list = [None] * len(pairs)
+    done = 0
+
+    def collect(index: int, result) -> None:
+        nonlocal done
+        if isinstance(result, str):
+            raise RuntimeError(f"scoring {pairs[index].pred} failed in a worker process:\n{result}")
+        ordered[index] = on_result(result)
+        done += 1
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # the other processes use the other cores
+    try:
+        while (job := jobs.get()) is not None:
+            collect(job[0], _score_pair((job[1], cache_dir)))
+            while not results.empty():
+                collect(*results.get())
+        while done < len(pairs):
+            try:
+                collect(*results.get(timeout=1))
+            except queue.Empty:
+                if all(process.exitcode is not None for process in others) and results.empty():
+                    codes = [process.exitcode for process in others]
+                    raise EvaluationError(f"a scoring process ended before its work (exit codes {codes})") from None
+    finally:
+        cv2.setNumThreads(threads)
+        if done < len(pairs):  # stopped early: nothing will read the queues any more
+            for channel in (jobs, results):
+                channel.cancel_join_thread()
+            for process in others:
+                process.terminate()
+        for process in others:
+            process.join()
+    return ordered
 
 
 def evaluate_predictions(
@@ -109,25 +197,18 @@ def evaluate_predictions(
         raise EvaluationError(f"no prediction in {pred_dir} matches a mask of {gt_dir}")
     cache = None if cache_dir is None else str(default_cache_dir() if cache_dir == "default" else cache_dir)
     workers = max(1, min(workers or os.cpu_count() or 1, len(pairs)))
-    jobs = [(p, cache) for p in pairs]
-    if workers == 1:
-        results = map(_score_pair, jobs)
-        pool = None
-    else:
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
-        results = pool.imap(_score_pair, jobs, chunksize=1)
-    scores, errors, resized = [], [], 0
-    try:
-        for score, error, was_resized in tqdm(results, total=len(jobs), desc=desc, disable=not progress):
-            if error:
-                errors.append(error)
-            else:
-                scores.append(score)
-                resized += was_resized
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+    from tqdm import tqdm  # here, not at the top: the worker processes need not import it
+
+    with tqdm(total=len(pairs), desc=desc, disable=not progress) as bar:
+
+        def advance(result):
+            bar.update()
+            return result
+
+        results = _score_all(pairs, cache, workers, on_result=advance)
+    scores = [score for score, error, _ in results if not error]
+    errors = [error for _, error, _ in results if error]
+    resized = sum(was_resized for _, error, was_resized in results if not error)
     if errors:
         raise EvaluationError("cannot score: " + "; ".join(errors))
     if resized:

@@ -9,8 +9,16 @@ threshold at twice the mean prediction. HCE follows the DIS protocol: prediction
 value > 128, relax 5, polygon tolerance 2.0, mask skeleton from scikit-image. Boundary IoU (``maxBIoU``,
 ``meanBIoU``) is BiRefNet's: see :mod:`pdfnet.evaluation.boundary`.
 
-What costs time is done once per mask and cached (see :class:`MaskCache`): the skeleton HCE needs and the
-nearest-foreground offsets weighted F needs near the object.
+How it is fast, each step exact (checked against the libraries in ``tests/test_metrics*.py``):
+
+- every metric but weighted F and HCE reads the prediction through per-level histograms (one pass per
+  S-measure quadrant): an 8-bit map takes 256 values, so sums over pixels are sums over levels;
+- weighted F blurs only the object's box and weighs the background by a table of the importance per squared
+  distance (OpenCV's exact distance transform), only where the background errs;
+- HCE's boundary filter is vectorised, its regions read from the contour hierarchy;
+- the mask-only parts, the skeleton HCE needs and the nearest-object offsets weighted F needs near the object
+  (:mod:`.geometry`, exact equivalents of scikit-image's and scipy's), are computed once per mask and cached
+  (see :class:`MaskCache`).
 """
 
 from __future__ import annotations
@@ -25,13 +33,12 @@ import numpy as np
 
 from ..io import atomic_path
 from .boundary import boundary_iou_curve, summarize_boundary
+from .geometry import BAND, decode_offset, nearest_object_codes, skeletonize
 
 EPS = np.spacing(1)  # MATLAB's eps, as pysodmetrics
 BETA2 = 0.3
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)  # skimage.morphology.disk(1), the DIS kernel
 RELAX, HCE_EPSILON = 5, 2.0
-BAND = 3  # weighted F blurs with a 7x7 kernel: background pixels within 3 of the object matter
-_OFFSET = 4  # their nearest object pixel lies within 3 * sqrt(2) < 5, i.e. offsets in [-4, 4]
 
 
 # ------------------------------------------------------------------------------------------ per mask, cached
@@ -53,19 +60,8 @@ class MaskData:
 
 
 def compute_mask_data(gt: np.ndarray) -> MaskData:
-    """The expensive, mask-only part of HCE and weighted F. ``gt``: (H, W) bool."""
-    from scipy.ndimage import distance_transform_edt
-    from skimage.morphology import skeletonize
-
-    skeleton = skeletonize(gt).astype(bool)
-    codes = np.zeros(gt.shape, np.int8)
-    if gt.any() and not gt.all():
-        band = (cv2.dilate(gt.astype(np.uint8), np.ones((2 * BAND + 1,) * 2, np.uint8)) > 0) & ~gt
-        _, (iy, ix) = distance_transform_edt(~gt, return_indices=True)
-        ys, xs = np.nonzero(band)
-        dy, dx = iy[ys, xs] - ys, ix[ys, xs] - xs
-        codes[ys, xs] = (dy + _OFFSET) * (2 * _OFFSET + 1) + dx + _OFFSET + 1
-    return MaskData(skeleton, codes)
+    """The mask-only part of HCE and weighted F. ``gt``: (H, W) bool."""
+    return MaskData(skeletonize(gt), nearest_object_codes(gt))
 
 
 class MaskCache:
@@ -122,28 +118,86 @@ class ImageScores:
     extra: dict = field(default_factory=dict)
 
 
-def prepare(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 prediction and mask -> float64 prediction in [0, 1] (min-max normalised) and bool mask (> 128)."""
-    gt_bool = gt > 128
-    p = pred / 255.0
-    lo, hi = p.min(), p.max()
-    if hi != lo:
-        p = (p - lo) / (hi - lo)
-    return p, gt_bool
+def level_values(pred_u8: np.ndarray) -> np.ndarray:
+    """(256,) float64: the normalised prediction value of each 8-bit level, computed as pysodmetrics computes it
+    per pixel (divided by 255, then min-max normalised), so that sums over level histograms equal sums over
+    pixels. Every metric but HCE sees the prediction only through these values."""
+    levels = np.arange(256) / 255.0
+    lo, hi, _, _ = cv2.minMaxLoc(pred_u8)
+    lo, hi = int(lo) / 255.0, int(hi) / 255.0
+    return (levels - lo) / (hi - lo) if hi != lo else levels
 
 
-def curves(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Precision, recall, F and E curves from one joint histogram of (level, mask)."""
-    bg_hist, fg_hist = level_histograms((pred * 255).astype(np.uint8), gt)
+def histogram(image_u8: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(256,) int64 pixel counts per level of ``image_u8`` (where ``mask``, (H, W) bool, is set)."""
+    counts = np.zeros(256, np.int64)
+    if image_u8.size == 0:
+        return counts
+    rows = max(1, (1 << 24) // image_u8.shape[1])  # OpenCV counts in float32: exact below 2^24 per call
+    for r in range(0, image_u8.shape[0], rows):
+        part_mask = None if mask is None else mask[r : r + rows].view(np.uint8)
+        counts += cv2.calcHist([image_u8[r : r + rows]], [0], part_mask, [256], [0, 256]).ravel().astype(np.int64)
+    return counts
+
+
+def level_histograms(pred_u8: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts per 8-bit level outside (first) and inside (second) the mask."""
+    inside = histogram(pred_u8, gt)
+    return histogram(pred_u8) - inside, inside
+
+
+@dataclass
+class _Levels:
+    """One image's prediction as level statistics: what all metrics but weighted F and HCE need."""
+
+    values: np.ndarray  # (256,) normalised value per level
+    bg: np.ndarray  # (256,) counts outside the mask
+    fg: np.ndarray  # (256,) counts inside the mask
+    quadrants: list[tuple[np.ndarray, np.ndarray]]  # S-measure's four regions around the centroid: (bg, fg)
+    quadrant_weights: tuple[float, float, float, float]
+    size: int
+
+
+def _levels(pred_u8: np.ndarray, gt: np.ndarray) -> _Levels:
+    h, w = gt.shape
+    count = int(np.count_nonzero(gt))
+    if count:
+        # the centroid (pysodmetrics: argwhere().mean().round()); sums of integer coordinates are exact
+        cy = int(np.round(np.dot(np.count_nonzero(gt, axis=1), np.arange(h)) / count)) + 1
+        cx = int(np.round(np.dot(np.count_nonzero(gt, axis=0), np.arange(w)) / count)) + 1
+    else:  # S-measure does not use the regions then
+        cy, cx = h, w
+    area = h * w
+    w_lt = cx * cy / area
+    w_rt = cy * (w - cx) / area
+    w_lb = (h - cy) * cx / area
+    w_rb = 1 - w_lt - w_rt - w_lb
+    quadrants = []
+    for rows, cols in ((slice(0, cy), slice(0, cx)), (slice(0, cy), slice(cx, w))) + (
+        (slice(cy, h), slice(0, cx)),
+        (slice(cy, h), slice(cx, w)),
+    ):
+        quadrants.append(level_histograms(pred_u8[rows, cols], gt[rows, cols]))
+    bg = sum(q[0] for q in quadrants)
+    fg = sum(q[1] for q in quadrants)
+    return _Levels(level_values(pred_u8), bg, fg, quadrants, (w_lt, w_rt, w_lb, w_rb), area)
+
+
+def _curves(lv: _Levels) -> tuple[np.ndarray, ...]:
+    """Precision, recall, F and E curves at thresholds 255 .. 0 of the normalised prediction."""
+    # pysodmetrics thresholds (prediction * 255).astype(uint8): each level falls in one such bin
+    bins = (lv.values * 255).astype(np.uint8)
+    bg_hist = np.bincount(bins, weights=lv.bg, minlength=256).astype(np.int64)
+    fg_hist = np.bincount(bins, weights=lv.fg, minlength=256).astype(np.int64)
     tp = np.cumsum(fg_hist[::-1])  # predicted foreground at thresholds 255 .. 0, inside the mask
     fp = np.cumsum(bg_hist[::-1])
     positives = tp + fp
-    gt_fg, size = int(fg_hist.sum()), gt.size
+    gt_fg = int(fg_hist.sum())
     precision = tp / np.where(positives == 0, 1, positives)
     recall = tp / max(gt_fg, 1)
     num = (1 + BETA2) * precision * recall
     fm = num / np.where(num == 0, 1, BETA2 * precision + recall)
-    em = _enhanced_alignment(tp, fp, gt_fg, size)
+    em = _enhanced_alignment(tp, fp, gt_fg, lv.size)
     return precision, recall, fm, em
 
 
@@ -168,58 +222,52 @@ def _enhanced_alignment(tp, fp, gt_fg: int, size: int):
     return total / (size - 1 + EPS)
 
 
-def adaptive_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+def _adaptive_threshold(lv: _Levels, pred_u8: np.ndarray) -> float:
+    """min(2 * mean prediction, 1), the mean as pysodmetrics sums it over pixels wherever the level sum could
+    fall on the other side of a level value."""
+    threshold = min(2 * float(np.dot(lv.bg + lv.fg, lv.values)) / lv.size, 1)
+    present = lv.values[(lv.bg + lv.fg) > 0]
+    if np.any(np.abs(present - threshold) <= 1e-12 * max(threshold, 1e-300)):
+        threshold = min(2 * cv2.LUT(pred_u8, lv.values).mean(), 1)
+    return threshold
+
+
+def _adaptive_scores(lv: _Levels, pred_u8: np.ndarray) -> tuple[float, float]:
     """F and E of the prediction binarised at min(2 mean, 1)."""
-    binary = pred >= min(2 * pred.mean(), 1)
-    tp = int(np.count_nonzero(binary & gt))
-    fp = int(np.count_nonzero(binary)) - tp
-    gt_fg = int(np.count_nonzero(gt))
+    chosen = lv.values >= _adaptive_threshold(lv, pred_u8)
+    tp = int(lv.fg[chosen].sum())
+    fp = int(lv.bg[chosen].sum())
+    gt_fg = int(lv.fg.sum())
     if tp == 0:
         fm = 0.0
     else:
         pre, rec = tp / (tp + fp), tp / gt_fg
         fm = (1 + BETA2) * pre * rec / (BETA2 * pre + rec)
-    em = float(_enhanced_alignment(np.array(tp), np.array(fp), gt_fg, gt.size))
+    em = float(_enhanced_alignment(np.array(tp), np.array(fp), gt_fg, lv.size))
     return fm, em
 
 
-def level_values(pred_u8: np.ndarray) -> np.ndarray:
-    """(256,) the normalised prediction value of each 8-bit level, computed as :func:`prepare` computes it per
-    pixel, so that sums over level histograms equal sums over pixels."""
-    levels = np.arange(256) / 255.0
-    lo, hi = pred_u8.min() / 255.0, pred_u8.max() / 255.0
-    return (levels - lo) / (hi - lo) if hi != lo else levels
+def _mean_absolute_error(lv: _Levels) -> float:
+    """mean |prediction - mask| of the normalised prediction."""
+    return float((np.dot(lv.bg, lv.values) + np.dot(lv.fg, 1 - lv.values)) / lv.size)
 
 
-def level_histograms(pred_u8: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel counts per 8-bit level outside (first) and inside (second) the mask."""
-    hist = np.bincount(pred_u8.ravel().astype(np.int64) + 256 * gt.ravel(), minlength=512)
-    return hist[:256], hist[256:]
-
-
-def mean_absolute_error(pred_u8: np.ndarray, gt: np.ndarray) -> float:
-    """mean |prediction - mask| of the normalised prediction, from its level histograms."""
-    values = level_values(pred_u8)
-    bg_hist, fg_hist = level_histograms(pred_u8, gt)
-    return float((np.dot(bg_hist, values) + np.dot(fg_hist, 1 - values)) / gt.size)
-
-
-def s_measure(pred_u8: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
+def _s_measure(lv: _Levels, alpha: float = 0.5) -> float:
     """Structure measure (Fan et al. 2017): object and region similarity.
 
     pysodmetrics' formulas, evaluated on histograms of the 256 prediction levels instead of pixel arrays
     (the prediction takes only those values).
     """
-    values = level_values(pred_u8)
-    bg_hist, fg_hist = level_histograms(pred_u8, gt)
-    size, n_fg = gt.size, int(fg_hist.sum())
+    values, bg_hist, fg_hist, size = lv.values, lv.bg, lv.fg, lv.size
+    n_fg = int(fg_hist.sum())
     y = n_fg / size
     if n_fg == 0:
         return float(1 - np.dot(bg_hist, values) / size)
     if n_fg == size:
         return float(np.dot(fg_hist, values) / size)
     object_score = _s_object(fg_hist, values) * y + _s_object(bg_hist, 1 - values) * (1 - y)
-    return float(max(0.0, alpha * object_score + (1 - alpha) * _region(pred_u8, gt, values)))
+    region = sum(_ssim(bg, fg, values) * weight for (bg, fg), weight in zip(lv.quadrants, lv.quadrant_weights))
+    return float(max(0.0, alpha * object_score + (1 - alpha) * region))
 
 
 def _s_object(counts: np.ndarray, values: np.ndarray) -> float:
@@ -228,24 +276,6 @@ def _s_object(counts: np.ndarray, values: np.ndarray) -> float:
     mean = np.dot(counts, values) / n
     std = np.sqrt(np.dot(counts, (values - mean) ** 2) / (n - 1)) if n > 1 else 0.0
     return 2 * mean / (mean**2 + 1 + std + EPS)
-
-
-def _region(pred_u8: np.ndarray, gt: np.ndarray, values: np.ndarray) -> float:
-    h, w = gt.shape
-    area = h * w
-    count = np.count_nonzero(gt)
-    # centroid of the object; sums of integer coordinates are exact in float64, as argwhere().mean()
-    cy = np.round(np.dot(np.count_nonzero(gt, axis=1), np.arange(h)) / count)
-    cx = np.round(np.dot(np.count_nonzero(gt, axis=0), np.arange(w)) / count)
-    cy, cx = int(cy) + 1, int(cx) + 1
-    w_lt = cx * cy / area
-    w_rt = cy * (w - cx) / area
-    w_lb = (h - cy) * cx / area
-    w_rb = 1 - w_lt - w_rt - w_lb
-    quadrants = ((slice(0, cy), slice(0, cx)), (slice(0, cy), slice(cx, w)))
-    quadrants += ((slice(cy, h), slice(0, cx)), (slice(cy, h), slice(cx, w)))
-    scores = [_ssim(*level_histograms(pred_u8[q], gt[q]), values) for q in quadrants]
-    return scores[0] * w_lt + scores[1] * w_rt + scores[2] * w_lb + scores[3] * w_rb
 
 
 def _ssim(bg_hist: np.ndarray, fg_hist: np.ndarray, values: np.ndarray) -> float:
@@ -267,6 +297,9 @@ def _ssim(bg_hist: np.ndarray, fg_hist: np.ndarray, values: np.ndarray) -> float
     return 1.0 if b == 0 else 0.0
 
 
+# -------------------------------------------------------------------------------------------- weighted F
+
+
 def _gauss_1d(size: int = 7, sigma: float = 5.0) -> np.ndarray:
     # fspecial('gaussian', 7, 5) is the outer product of this vector with itself (no tail is cut at sigma 5)
     x = np.arange(size) - (size - 1) / 2
@@ -274,29 +307,93 @@ def _gauss_1d(size: int = 7, sigma: float = 5.0) -> np.ndarray:
     return g / g.sum()
 
 
-def weighted_f(pred: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, beta: float = 1.0) -> float:
-    """Weighted F-measure (Margolin et al. 2014) as pysodmetrics computes it; ``band_codes`` from
-    :func:`compute_mask_data`."""
+def _importance_table() -> np.ndarray:
+    """Weighted F's importance of a background pixel, 2 - 0.5^(d / 5), per squared distance d^2 to the object
+    (computed as pysodmetrics computes it from scipy's distance, the exact square root), up to the first d^2
+    from which it is exactly 2.0 in float64; 0 at d^2 = 0 (object pixels, counted apart)."""
+    squared = np.arange(72000, dtype=np.float64)
+    table = 2 - np.exp(np.log(0.5) / 5 * np.sqrt(squared))
+    saturated = np.flatnonzero(table < 2)[-1] + 1
+    assert saturated < table.size - 1
+    table = table[: saturated + 1]
+    table[0] = 0.0
+    return table
+
+
+_IMPORTANCE = _importance_table()
+_STRIP = 128  # rows blurred at a time: float64 buffers of a few MB, reused instead of faulted in anew
+
+
+def _object_box(gt: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """The rows and columns of the object's bounding box grown by ``margin`` (clipped to the image)."""
+    rows = np.flatnonzero(np.any(gt, axis=1))
+    cols = np.flatnonzero(np.any(gt, axis=0))
+    h, w = gt.shape
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)),
+    )
+
+
+def weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, beta: float = 1.0) -> float:
+    """Weighted F-measure (Margolin et al. 2014) as pysodmetrics computes it.
+
+    Args:
+        pred_u8: (H, W) uint8 prediction.
+        gt: (H, W) bool mask.
+        band_codes: from :func:`compute_mask_data`.
+    """
+    return _weighted_f(pred_u8, gt, band_codes, _levels(pred_u8, gt), beta)
+
+
+def _weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, lv: _Levels, beta: float = 1.0) -> float:
     if not gt.any():
         return 0.0
-    E = np.abs(pred - gt)
-    Et = E.copy()
-    ys, xs = np.nonzero(band_codes)
-    codes = band_codes[ys, xs].astype(np.int64) - 1
-    Et[ys, xs] = E[ys + codes // (2 * _OFFSET + 1) - _OFFSET, xs + codes % (2 * _OFFSET + 1) - _OFFSET]
+    # the error E is |prediction - mask|: 1 - value inside the object, value outside
+    error_in = 1 - lv.values
+    # inside the object the error is min(E, EA), EA the 7x7 Gaussian blur of E with each nearby background
+    # pixel taking the error of its nearest object pixel. Per pixel, the level whose error the blur reads: its
+    # own on the object, its nearest object pixel's in the band, elsewhere one of error exactly 0 (value 1: the
+    # maximum level, or 255 for a constant prediction)
+    spread = np.full(gt.shape, np.flatnonzero(lv.values == 1.0)[0], np.uint8)
+    np.copyto(spread, pred_u8, where=gt)
+    band = np.flatnonzero(band_codes.ravel() != 0)
+    dy, dx = decode_offset(band_codes.ravel()[band])
+    spread.ravel()[band] = pred_u8.ravel()[band + dy * gt.shape[1] + dx]
+    # blurred in strips of rows (small buffers, reused), over the object's box grown by the band
+    rows, cols = _object_box(gt, BAND)
     g = _gauss_1d()
-    EA = cv2.sepFilter2D(Et, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
-    # inside the object the error is min(E, EA) with importance 1; outside it is E with importance
-    # B = 2 - 0.5^(d / 5), d the distance to the object (exact Euclidean, float32), which is 1 inside (d = 0)
-    ew_fg = np.minimum(EA[gt], E[gt])
-    dist = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    erring = (E > 0) & ~gt  # only background pixels with an error contribute
-    fpw = float(np.dot(E[erring], 2 - np.exp((np.log(0.5) / 5) * dist[erring].astype(np.float64))))
-    fg = ew_fg.size
-    tpw = fg - ew_fg.sum()
-    R = 1 - ew_fg.sum() / fg
+    ew_fg, fg = 0.0, 0
+    for top in range(rows.start, rows.stop, _STRIP):
+        bottom = min(top + _STRIP, rows.stop)
+        first, last = max(top - BAND, rows.start), min(bottom + BAND, rows.stop)  # the rows the blur reads
+        Et = cv2.LUT(spread[first:last, cols], error_in)
+        EA = cv2.sepFilter2D(Et, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
+        inside = gt[top:bottom, cols]
+        ew = np.minimum(EA[top - first : bottom - first][inside], Et[top - first : bottom - first][inside])
+        ew_fg += ew.sum()
+        fg += ew.size
+    # outside it is E with importance B = 2 - 0.5^(d / 5), d the Euclidean distance to the object
+    fpw = _weighted_false_positives(pred_u8, gt, lv)
+    tpw = fg - ew_fg
+    R = 1 - ew_fg / fg
     P = tpw / (tpw + fpw + EPS)
     return float((1 + beta) * R * P / (R + beta * P + EPS))
+
+
+def _weighted_false_positives(pred_u8: np.ndarray, gt: np.ndarray, lv: _Levels) -> float:
+    """The sum over background pixels of E * (2 - 0.5^(d / 5)), over those with an error only."""
+    erring = int(np.argmax(lv.values > 0))  # the lowest level with an error outside the object
+    if not lv.values[erring] > 0 or not lv.bg[erring:].any():
+        return 0.0
+    # OpenCV's exact Euclidean distance in float32: its square rounds back to the integer d^2 far beyond the
+    # distances where the importance is not yet 2.0 (checked against scipy in the tests)
+    dist = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    where = (pred_u8 >= erring) & ~gt
+    d = dist[where].reshape(-1, 1)  # a column: OpenCV reads short 1-D arrays as scalars
+    squared = cv2.multiply(d, d, dtype=cv2.CV_32S).ravel()  # rounded to the nearest integer
+    np.minimum(squared, _IMPORTANCE.size - 1, out=squared)
+    return float(np.dot(lv.values[pred_u8[where]], _IMPORTANCE[squared]))
 
 
 # ---------------------------------------------------------------------------------------------------- HCE
@@ -305,68 +402,92 @@ def weighted_f(pred: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, beta: f
 def hce(pred: np.ndarray, gt: np.ndarray, gt_skeleton: np.ndarray) -> int:
     """Human correction effort (Qin et al. 2022): polygon control points plus independent regions needed to fix
     the false positives and false negatives. ``pred``, ``gt``: (H, W) bool, binarised at > 128."""
-    union = gt | pred
-    tp = gt & pred
-    fp = pred ^ tp
-    fn = gt ^ tp
-    eroded = cv2.erode(union.astype(np.uint8), _CROSS, iterations=RELAX)
-    fp_ = fp & (eroded > 0)
+    p, g, skeleton = (np.ascontiguousarray(a, dtype=bool).view(np.uint8) for a in (pred, gt, gt_skeleton))
+    tp = cv2.bitwise_and(p, g)
+    fp = cv2.subtract(p, g)
+    fn = cv2.subtract(g, p)
+    eroded = cv2.erode(cv2.bitwise_or(p, g), _CROSS, iterations=RELAX)
+    fp_ = cv2.bitwise_and(fp, eroded)
     for _ in range(RELAX):
-        fp_ = (cv2.dilate(fp_.astype(np.uint8), _CROSS) > 0) & ~gt
-    fp_ = fp & fp_
-    fn_ = fn & (eroded > 0)
+        fp_ = cv2.subtract(cv2.dilate(fp_, _CROSS), g)
+    fp_ = cv2.bitwise_and(fp, fp_)
+    fn_ = cv2.bitwise_and(fn, eroded)
     for _ in range(RELAX):
-        fn_ = (cv2.dilate(fn_.astype(np.uint8), _CROSS) > 0) & ~pred
-    fn_ = fn & fn_
-    fn_ = fn_ | (gt_skeleton ^ (tp & gt_skeleton))
+        fn_ = cv2.subtract(cv2.dilate(fn_, _CROSS), p)
+    fn_ = cv2.bitwise_or(cv2.bitwise_and(fn, fn_), cv2.subtract(skeleton, tp))
 
-    contours_fp, _ = cv2.findContours(fp_.astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
-    bounds_fp, indep_fp = _conditional_boundaries(contours_fp, fp_, tp | fn_)
-    contours_fn, _ = cv2.findContours(fn_.astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
-    bounds_fn, indep_fn = _conditional_boundaries(contours_fn, fn_, ~(tp | fp_ | fn_))
-    points = sum(len(cv2.approxPolyDP(b, HCE_EPSILON, False)) for b in bounds_fp + bounds_fn)
-    return int(points + indep_fp + indep_fn)
+    bounds_fp, indep_fp = _conditional_boundaries(fp_, cv2.bitwise_or(tp, fn_))
+    outside = cv2.bitwise_xor(cv2.bitwise_or(cv2.bitwise_or(tp, fp_), fn_), 1)
+    bounds_fn, indep_fn = _conditional_boundaries(fn_, outside)
+    return int(_control_points(bounds_fp) + _control_points(bounds_fn) + indep_fp + indep_fn)
 
 
-def _conditional_boundaries(contours, mask: np.ndarray, condition: np.ndarray) -> tuple[list[np.ndarray], int]:
-    """The contour stretches that touch ``condition`` (dilated), each pixel counted once, and the number of
-    regions of ``mask`` with no such stretch: the DIS protocol's boundary filter, vectorised.
+def _control_points(boundaries: list[np.ndarray]) -> int:
+    """Vertices of the boundaries simplified by Ramer-Douglas-Peucker (epsilon 2.0), as OpenCV counts them."""
+    # a stretch of one or two points keeps them all: skip OpenCV's call for those
+    return sum(len(b) if len(b) <= 2 else len(cv2.approxPolyDP(b, HCE_EPSILON, False)) for b in boundaries)
+
+
+def _region_of_contour(hierarchy: np.ndarray) -> np.ndarray:
+    """For each contour of ``cv2.findContours(..., RETR_TREE)``, the index of its region's outer contour.
+
+    Outer contours and hole contours alternate with nesting depth (an island in a hole is a region of its
+    own), and every 8-connected region has exactly one outer contour: a hole's region is its parent's.
+    """
+    parent = hierarchy[0][:, 3]
+    depth = np.zeros(len(parent), np.int64)
+    ancestor = parent.copy()
+    while (ancestor >= 0).any():
+        depth += ancestor >= 0
+        ancestor = np.where(ancestor >= 0, parent[ancestor], -1)
+    return np.where(depth % 2 == 1, parent, np.arange(len(parent)))
+
+
+def _conditional_boundaries(mask: np.ndarray, condition: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """The contour stretches of ``mask`` that touch ``condition`` (dilated), each pixel counted once, and the
+    number of regions of ``mask`` with no such stretch: the DIS protocol's boundary filter, vectorised.
 
     A contour point is kept when its pixel touches the condition and it is that pixel's first appearance
-    among all contours (in order); stretches of consecutive kept points form boundaries, and a contour's last
-    stretch absorbs its first (reversed) when their ends are 8-neighbours.
+    among all contours (in OpenCV's order); stretches of consecutive kept points form boundaries, and a
+    contour's last stretch absorbs its first (reversed) when their ends are 8-neighbours. A region needs no
+    boundary when none of its contours (its outer one and its holes') keeps a point.
     """
-    n_labels, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
     if not contours:
-        return [], n_labels - 1
-    H, W = mask.shape
-    cond = cv2.dilate(condition.astype(np.uint8), _CROSS).ravel() > 0
+        return [], 0
+    region = _region_of_contour(hierarchy)
+    W = mask.shape[1]
     lengths = np.array([len(c) for c in contours])
     pts = np.concatenate(contours)[:, 0, :]  # (N, 2) as (col, row)
     pix = pts[:, 1].astype(np.int64) * W + pts[:, 0]
-    first = np.zeros(len(pix), bool)
-    first[np.unique(pix, return_index=True)[1]] = True
-    keep = cond[pix] & first
-    touched = np.unique(labels.ravel()[pix[keep]])
-    independent = (n_labels - 1) - np.count_nonzero(touched)
-
+    order = np.arange(len(pix), dtype=np.int32)
+    stamp = np.empty(mask.size, np.int32)
+    stamp[pix[::-1]] = order[::-1]  # the last write wins: each pixel keeps its first point
+    keep = (cv2.dilate(condition, _CROSS).ravel()[pix] > 0) & (stamp[pix] == order)
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    boundaries = []
-    for s, e in zip(starts, ends):
-        k = keep[s:e]
-        if not k.any():
-            continue
-        edges = np.diff(np.concatenate([[0], k.astype(np.int8), [0]]))
-        run_starts, run_ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
-        runs = [pts[s + a : s + b] for a, b in zip(run_starts, run_ends)]
-        if len(runs) > 1:
-            d = np.abs(runs[0][0] - runs[-1][-1])
-            if d.max() == 1:  # 8-neighbours, not the same pixel
-                runs[-1] = np.concatenate([runs[-1], runs[0][::-1]])
-                del runs[0]
-        boundaries.extend(r[:, None, :].astype(np.int32) for r in runs)
-    return boundaries, int(independent)
+    contour_of_point = np.repeat(np.arange(len(contours)), lengths)
+    touched = np.zeros(len(contours), bool)
+    touched[region[contour_of_point[keep]]] = True
+    independent = np.count_nonzero(region == np.arange(len(region))) - np.count_nonzero(touched)
+
+    # stretches of kept points within each contour: starts and ends over all contours at once
+    breaks = np.zeros(len(pix) + 1, bool)
+    breaks[starts] = True
+    breaks[-1] = True
+    k = np.concatenate([keep, [False]])
+    run_start = np.flatnonzero(k & (breaks | ~np.concatenate([[False], k[:-1]])))
+    run_end = np.flatnonzero(k[:-1] & (breaks[1:] | ~k[1:])) + 1
+    boundaries = [pts[a:b] for a, b in zip(run_start, run_end)]
+    # a contour's last stretch absorbs its first when their ends are 8-neighbours (not the same pixel)
+    contour_of_run = contour_of_point[run_start]
+    first = np.flatnonzero(np.diff(contour_of_run, prepend=-1) != 0)
+    last = np.append(first[1:], len(run_start)) - 1
+    for head, tail in zip(first, last):
+        if tail > head and np.abs(boundaries[head][0] - boundaries[tail][-1]).max() == 1:
+            boundaries[tail] = np.concatenate([boundaries[tail], boundaries[head][::-1]])
+            boundaries[head] = None
+    return [b[:, None, :].astype(np.int32) for b in boundaries if b is not None], int(independent)
 
 
 # --------------------------------------------------------------------------------------------------- image
@@ -374,10 +495,10 @@ def _conditional_boundaries(contours, mask: np.ndarray, condition: np.ndarray) -
 
 def score_image(pred_u8: np.ndarray, gt_u8: np.ndarray, mask_data: MaskData, name: str = "") -> ImageScores:
     """Every metric of one image: ``pred_u8`` and ``gt_u8`` (H, W) uint8 of the same size."""
-    pred, gt = prepare(pred_u8, gt_u8)
-    precision, recall, fm, em = curves(pred, gt)
-    levels = cv2.LUT(pred_u8, (level_values(pred_u8) * 255).astype(np.uint8))  # the levels the curves count
-    adp_fm, adp_em = adaptive_scores(pred, gt)
+    gt = gt_u8 > 128
+    lv = _levels(pred_u8, gt)
+    precision, recall, fm, em = _curves(lv)
+    adp_fm, adp_em = _adaptive_scores(lv, pred_u8)
     return ImageScores(
         precision=precision,
         recall=recall,
@@ -385,12 +506,13 @@ def score_image(pred_u8: np.ndarray, gt_u8: np.ndarray, mask_data: MaskData, nam
         em_curve=em,
         adp_fm=float(adp_fm),
         adp_em=float(adp_em),
-        wfm=weighted_f(pred, gt, mask_data.band_codes),
-        mae=mean_absolute_error(pred_u8, gt),
-        sm=s_measure(pred_u8, gt),
+        wfm=_weighted_f(pred_u8, gt, mask_data.band_codes, lv),
+        mae=_mean_absolute_error(lv),
+        sm=_s_measure(lv),
         hce=float(hce(pred_u8 > 128, gt, mask_data.skeleton)),
         name=name,
-        extra={"biou": boundary_iou_curve(levels, gt)},
+        # Boundary IoU thresholds the levels the F-measure curves count (see .boundary)
+        extra={"biou": boundary_iou_curve(cv2.LUT(pred_u8, (lv.values * 255).astype(np.uint8)), gt)},
     )
 
 

@@ -18,10 +18,12 @@ from tqdm import tqdm
 
 from ..data.layout import dataset_of, find_by_stem, find_split
 from ..distributed import Runtime, all_ranks, held_by_main, on_main, shard
-from ..errors import DatasetError
+from ..errors import DatasetError, OutputError
 from ..inference.predictor import Predictor
 from ..io import FolderLock, check_writable_folder, read_gray, read_image, write_image_atomic, write_text_atomic
 from ..model.checkpoint import load_pdfnet
+from ..model.state_dict import check_weight_file
+from ..provenance import make_record, report_lines, sort_existing
 from ..runtime import resolve_device
 from .folders import evaluate_predictions, write_results
 from .published import PUBLISHED, PublishedScores
@@ -78,10 +80,12 @@ def predict_split(
     num_workers: int = 2,
     rt: Runtime | None = None,
     files: list[tuple[Path, Path]] | None = None,
+    record: dict[str, str] | None = None,
 ) -> int:
     """Write the 8-bit prediction of every image of ``split`` into ``out_dir`` as ``<stem>.png``; returns how
     many. Depth maps come from ``depth_folder`` (PNG or the authors' JPEG, matched by stem). Under ``torchrun``
-    (``rt``), this process's share of ``files`` (the split's (image, depth map) pairs as rank 0 listed them)."""
+    (``rt``), this process's share of ``files`` (the split's (image, depth map) pairs as rank 0 listed them).
+    ``record`` (what made them: :mod:`pdfnet.provenance`) is stored in every PNG."""
     files = files if files is not None else _split_files(data_root, split, depth_folder)
     mine = shard(files, rt) if rt is not None else files
     loader = DataLoader(_SplitImages(mine), batch_size=batch_size, num_workers=num_workers, collate_fn=_columns)
@@ -89,7 +93,7 @@ def predict_split(
     written = 0
     for names, images, depths in tqdm(loader, desc=f"predict {split}", unit="batch", disable=not show):
         for name, mask in zip(names, predictor.masks_from_maps(images, depths)):
-            write_image_atomic(out_dir / f"{name}.png", mask)
+            write_image_atomic(out_dir / f"{name}.png", mask, record)
             written += 1
     return written
 
@@ -108,6 +112,21 @@ class TestOptions:
     cache_dir: str | None = "default"
     depth_folder: str = "depth_large"
     loader_workers: int = 2
+    overwrite: bool = False
+
+    def record(self, checkpoint: str | os.PathLike) -> dict[str, object]:
+        """The options that change a prediction, recorded in each (:mod:`pdfnet.provenance`)."""
+        from ..provenance import fingerprint
+
+        name = os.fspath(checkpoint)
+        return {
+            "checkpoint": fingerprint(name) if os.path.isfile(name) else name,
+            "variant": self.variant or "auto",
+            "depth": self.depth_folder,
+            "input-size": self.input_size,
+            "tta": self.tta,
+            "precision": self.precision,
+        }
 
 
 def run_test(
@@ -135,6 +154,7 @@ def run_test(
     rt = rt or Runtime(resolve_device(o.device))
 
     def check() -> tuple[Path, dict, dict]:
+        check_weight_file(checkpoint)  # a missing or wrong file named before the datasets are listed
         folder, found, files = check_writable_folder(out), {}, {}
         for spec in splits:  # every split's images, masks and depth maps exist before the long work starts
             split = find_split(data_root, spec)
@@ -144,12 +164,17 @@ def run_test(
                 )
             files[split.name] = _split_files(data_root, spec, o.depth_folder)
             found[split.name] = split
+        if not o.overwrite:  # a rerun predicts what is missing; predictions made otherwise would mix in the scores
+            files = _missing_predictions(folder, files, o.record(checkpoint))
         return folder, found, files
 
     out, found, files = on_main(check, rt)  # rank 0's view of the files, for every process
+    record = make_record("test", o.record(checkpoint))
 
     def predict_all() -> str:
         model = load_pdfnet(checkpoint, variant=o.variant)
+        if not any(files.values()):  # every prediction exists, made with these options: only score them
+            return model.variant
         predictor = Predictor(model, None, device=rt.device, precision=o.precision, input_size=o.input_size, tta=o.tta)
         for name, split in found.items():
             pred_dir = out / "preds" / name
@@ -163,6 +188,7 @@ def run_test(
                 o.loader_workers,
                 rt,
                 files[name],
+                record,
             )
         return model.variant
 
@@ -187,6 +213,27 @@ def run_test(
         # rank 0 scores; the others wait, so that all end alike (exit status included)
         results = on_main(score_all, rt)
     return results
+
+
+def _missing_predictions(
+    out: Path, files: dict[str, list[tuple[Path, Path]]], options: dict[str, object]
+) -> dict[str, list[tuple[Path, Path]]]:
+    """The (image, depth map) pairs of each split whose prediction is not in ``out/preds/<split>/`` yet.
+
+    Raises:
+        OutputError: some predictions there were made with other options (or hold no record of them): scored
+            with this run's, they would mix two models' results; one line per folder.
+    """
+    pairs = {
+        name: {out / "preds" / name / f"{image.stem}.png": (image, depth) for image, depth in split}
+        for name, split in files.items()
+    }
+    existing = sort_existing((target, options) for targets in pairs.values() for target in targets)
+    if existing.stale():
+        lines = report_lines(existing, "prediction", "they would be scored with this run's: --overwrite redoes them")
+        raise OutputError("; ".join(lines))
+    done = set(existing.same)
+    return {name: [pair for target, pair in targets.items() if target not in done] for name, targets in pairs.items()}
 
 
 def markdown_table(results: dict[str, dict], checkpoint: str, tta: bool, variant: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..data.depth import DEFAULT_DEPTH_MODEL, DepthEstimator
+from ..data.depth import DepthEstimator
 from ..data.processing import (
     check_depth,
     check_image,
@@ -19,7 +19,8 @@ from ..data.processing import (
     image_to_tensor,
     probability_to_mask,
 )
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
+from ..hub import DEFAULT_DEPTH_MODEL, PRETRAINED, check_depth_model_source, download_weights  # noqa: F401
 from ..memory import release_freed_memory
 from ..model.checkpoint import load_pdfnet
 from ..model.layers import resize
@@ -28,34 +29,7 @@ from ..model.onnx import OnnxNetwork
 from ..runtime import autocast, effective_precision, resolve_device
 from .foreground import refine_foreground
 
-# Published weights by name: (Hugging Face repo, file). "base" is the paper's DIS-5K model (the release variant);
-# "general" the authors' second checkpoint, trained on more data (DIS-5K and HRSOD, per the ComfyUI port).
-PRETRAINED = {
-    "base": ("Tennineee/PDFNet", "PDFNet_Best.pth"),
-    "general": ("Tennineee/PDFNet-General", "PDF-Generally.pth"),
-}
 TTA_SCALES = (0.75, 1.0, 1.25)
-
-
-def download_weights(name: str = "base") -> str:
-    """The path of published weights (:data:`PRETRAINED`), fetched once from the Hugging Face Hub into its cache.
-
-    Raises:
-        CheckpointError: an unknown name, or offline with no cached copy, naming the repository and file.
-    """
-    if name not in PRETRAINED:
-        raise CheckpointError(f"unknown published weights {name!r}; expected one of {', '.join(PRETRAINED)}")
-    repo_id, filename = PRETRAINED[name]
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return hf_hub_download(repo_id=repo_id, filename=filename)
-    except Exception as e:  # the hub raises several unrelated types for "offline" and "not found"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"cannot fetch {filename} from the Hugging Face Hub repository {repo_id} ({type(e).__name__}: "
-            f"{reason}); download it elsewhere and pass its path with --weights PATH"
-        ) from None
 
 
 class Predictor:
@@ -141,6 +115,8 @@ class Predictor:
             DepthModelError: the depth model cannot be loaded.
         """
         device = resolve_device(device)
+        if isinstance(depth_model, str):  # where it comes from, checked before seconds go into the network
+            check_depth_model_source(depth_model)
         # the network first (its errors come before the depth model's seconds of loading), converted to the
         # run's precision and its float32 copy handed back before the depth model's file is read: the command
         # line's two 2048-pixel photos with Depth-Anything-V2-Large in bf16 on a CPU peaked at 3.4 GiB while
@@ -172,7 +148,7 @@ class Predictor:
     def from_pretrained(cls, name: str = "base", device: str | torch.device | None = None, **kwargs) -> Predictor:
         """The authors' published weights by name (``base``: ``Tennineee/PDFNet``; ``general``:
         ``Tennineee/PDFNet-General``), fetched once from the Hugging Face Hub, with Depth-Anything-V2-Large for
-        depth unless ``depth_model`` says otherwise."""
+        depth unless ``depth_model`` says otherwise. Offline without them in the cache, the error comes at once."""
         return cls.from_checkpoint(download_weights(name), device=device, **kwargs)
 
     def _forward(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:

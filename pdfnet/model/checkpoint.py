@@ -151,6 +151,9 @@ def load_official_checkpoint(
 
 
 def _build_official(state: Mapping[str, torch.Tensor], variant: str | None, name: str) -> PDFNet:
+    foreign = foreign_weights(state)
+    if foreign is not None:
+        raise CheckpointError(f"holds {foreign}")
     variant, depth_head = infer_variant(state, variant)
     cfg = replace(infer_architecture(state), variant=variant, depth_head=depth_head)
     model = build_pdfnet(cfg)
@@ -252,11 +255,30 @@ def load_pdfnet(
         CheckpointError: naming the file and what is wrong with it.
     """
     checkpoint, name = _read(path_or_checkpoint)
+    model = _build_named(checkpoint, variant, name)
+    return model.eval() if eval_mode else model.train()
+
+
+def _build_named(checkpoint: Mapping, variant: str | None, name: str) -> PDFNet:
+    """:func:`_build`, its errors naming the file."""
     try:
-        model = _build(checkpoint, variant, name)
+        return _build(checkpoint, variant, name)
     except CheckpointError as e:
         raise _named(e, name) from None
-    return model.eval() if eval_mode else model.train()
+
+
+def foreign_weights(state: Mapping[str, torch.Tensor]) -> str | None:
+    """What a state dict holds when it is not PDFNet's (no key of its encoder, in either layout): a depth
+    model's, Swin's ImageNet weights, or another model's (some keys named); None when it may be PDFNet's."""
+    keys = list(state)
+    if any(k.startswith("encoder.") for k in keys):
+        return None
+    if any(k.startswith("backbone.") for k in keys) and any(k.startswith(("neck.", "head.")) for k in keys):
+        return "a depth model's weights (transformers' Depth-Anything/DPT layout): pass its folder as --depth-model"
+    if any(k.startswith("layers.0.blocks.") for k in keys) and "patch_embed.proj.weight" in state:
+        return "Swin ImageNet weights (a backbone alone): train from them with train.pretrained_backbone=PATH"
+    shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+    return f"weights of another model, not PDFNet's (keys {shown})"
 
 
 def _build(checkpoint: Mapping, variant: str | None, name: str) -> PDFNet:
@@ -265,6 +287,9 @@ def _build(checkpoint: Mapping, variant: str | None, name: str) -> PDFNet:
         raise CheckpointError("holds no tensors: not a PDFNet checkpoint")
     if is_official_layout(state):
         return _build_official(state, variant or stored_variant(checkpoint), name)
+    foreign = foreign_weights(state)
+    if foreign is not None:
+        raise CheckpointError(f"holds {foreign}")
     try:
         cfg = model_config_from_checkpoint(checkpoint)
     except ConfigError as e:
@@ -289,6 +314,9 @@ def init_from_checkpoint(model: PDFNet, path: str | os.PathLike) -> tuple[list[s
         CheckpointError: an unreadable file, or no tensor matches.
     """
     state = unwrap_state_dict(read_weights(path))
+    foreign = foreign_weights(state)
+    if foreign is not None:
+        raise CheckpointError(f"{os.fspath(path)} holds {foreign}")
     own = model.state_dict()
     if is_official_layout(state):
         state = {k: state[official_key(k)] for k in own if official_key(k) in state}
@@ -325,7 +353,7 @@ def convert_to_safetensors(
     if target.exists() and not overwrite:
         raise OutputError(f"{target} exists; pass --overwrite to replace it")
     checkpoint = read_weights(source_name)
-    model = load_pdfnet(checkpoint, variant=variant)  # checks every key and shape, naming what is wrong
+    model = _build_named(checkpoint, variant, source_name)  # checks every key and shape, naming what is wrong
     state = unwrap_state_dict(checkpoint)
     if is_official_layout(state):
         cfg = replace(infer_architecture(state), variant=model.variant, depth_head=model.depth_decoder is not None)

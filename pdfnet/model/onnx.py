@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import CheckpointError, PDFNetError
 from .fastpath import fastpath
 from .network import PDFNet
+from .state_dict import file_kind, with_article
 
 OPSET = 18
 
@@ -173,6 +174,13 @@ def _session(path: str | os.PathLike, providers: list[str] | None):
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise CheckpointError(f"no ONNX graph at {name}")
+    kind = file_kind(name)
+    if kind is not None and kind != "ONNX graph":
+        advice = {
+            "PyTorch checkpoint": "pass it under its own name (.pth, .pt), or make a graph of it with pdfnet export",
+            "safetensors file": "pass it under its own name (.safetensors), or make a graph of it with pdfnet export",
+        }.get(kind, "pdfnet export writes the graphs predict runs")
+        raise CheckpointError(f"{name} is {with_article(kind)}, not an ONNX graph ({advice})")
     available = ort.get_available_providers()
     # under torchrun each process takes GPU LOCAL_RANK, as the PyTorch path does (pdfnet.distributed)
     cuda = ("CUDAExecutionProvider", {"device_id": int(os.environ.get("LOCAL_RANK", "0"))})

@@ -27,6 +27,111 @@ def _describe_refusal(error: Exception) -> str:
     return found.group(1).strip() if found else "it holds Python objects other than tensors"
 
 
+_IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What a file holds, told from its first bytes (its name aside): ``PyTorch checkpoint``, ``safetensors
+    file``, ``ONNX graph``, ``PNG image`` (and other images), ``zip archive``, ``JSON file``, ``YAML file``,
+    ``text file``, or None when it is none of these (or cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    for magic, name in _IMAGE_MAGIC.items():
+        if head.startswith(magic):
+            return f"{name} image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP image"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "zip archive"
+        return "PyTorch checkpoint" if any(n.endswith("data.pkl") for n in names) else "zip archive"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "PyTorch checkpoint"  # the legacy format: a pickle
+    if len(head) >= 10 and head[8:10] in (b'{"', b"{ ") and int.from_bytes(head[:8], "little") < 1 << 30:
+        return "safetensors file"  # an 8-byte header length, then the JSON header
+    if _looks_like_onnx(head):
+        return "ONNX graph"
+    return _text_kind(head)
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto: protobuf fields in order, ``ir_version`` (field 1, a small varint) first, then one of
+    the producer, domain, version or graph fields (2 to 7)."""
+    if len(head) < 4 or head[0] != 0x08 or not 1 <= head[1] <= 20:
+        return False
+    return head[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A)
+
+
+def _text_kind(head: bytes) -> str | None:
+    if b"\x00" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        return "JSON file"
+    if re.search(r"^[A-Za-z_][\w.-]*\s*:(\s|$)", text, re.MULTILINE):
+        return "YAML file"
+    return "text file"
+
+
+def not_a_checkpoint(name: str, kind: str | None) -> str | None:
+    """Why a file of this kind is no checkpoint (what it is and what to do with it), or None if it may be one."""
+    if kind in (None, "PyTorch checkpoint", "safetensors file"):
+        return None
+    advice = {
+        "ONNX graph": "a graph of pdfnet export runs with predict --weights (ONNX Runtime); training and "
+        "testing need the checkpoint it was exported from",
+        "JSON file": "a model's config.json? PDFNet's weights are a .pth, .pt or .safetensors file",
+        "YAML file": "a training config? pass it as train.py --config",
+        "text file": "PDFNet's weights are a .pth, .pt or .safetensors file",
+        "zip archive": "unpack it first, or download the checkpoint itself",
+    }.get(kind, "PDFNet's weights are a .pth, .pt or .safetensors file")
+    return f"{name} is {with_article(kind)}, not a checkpoint ({advice})"
+
+
+def with_article(kind: str) -> str:
+    """``a PNG image``, ``an ONNX graph``: a kind of :func:`file_kind` in a sentence."""
+    return f"{'an' if kind[0] in 'AEIOU' else 'a'} {kind}"
+
+
+def check_weight_file(path: str | os.PathLike) -> str | None:
+    """What :func:`read_weights` checks before it reads a file: that it exists, is a file, is not empty and is
+    not of a kind no checkpoint is (:func:`file_kind`, which it returns).
+
+    Raises:
+        CheckpointError: naming the file and what it is.
+    """
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise CheckpointError(f"no checkpoint at {name}")
+    if os.path.isdir(name):
+        raise CheckpointError(f"{name} is a folder, not a checkpoint file")
+    if os.path.getsize(name) == 0:
+        raise CheckpointError(f"{name} is empty (0 bytes): an interrupted download or copy?")
+    kind = file_kind(name)
+    refusal = not_a_checkpoint(name, kind)
+    if refusal is not None:
+        raise CheckpointError(refusal)
+    return kind
+
+
 def read_weights(path: str | os.PathLike) -> Mapping:
     """What a weight file holds: a ``.safetensors`` file's tensors (with its metadata under ``__metadata__``),
     or a PyTorch file's dict, loaded without running code.
@@ -36,13 +141,8 @@ def read_weights(path: str | os.PathLike) -> Mapping:
             message names the file.
     """
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise CheckpointError(f"no checkpoint at {name}")
-    if os.path.isdir(name):
-        raise CheckpointError(f"{name} is a folder, not a checkpoint file")
-    if os.path.getsize(name) == 0:
-        raise CheckpointError(f"{name} is empty (0 bytes): an interrupted download or copy?")
-    if name.endswith(".safetensors"):
+    kind = check_weight_file(name)
+    if name.endswith(".safetensors") or kind == "safetensors file":
         return _read_safetensors(name)
     try:
         with warnings.catch_warnings():  # torch warns of the odd pickle protocols that damaged bytes declare

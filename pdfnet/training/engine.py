@@ -274,16 +274,17 @@ def _train(cfg: Config, rt: Runtime, resume_path: Path | None, fresh_ok: bool) -
             )
         return checkpoint, _progress_within_epoch(checkpoint, resume_path, rt)
 
-    def prepare_folder() -> None:
+    def check_folder() -> None:
         if checkpoint is None and not fresh_ok:
             ckpt.check_fresh(out)
-        ckpt.write_config(cfg, out)
 
     checkpoint, progress = everywhere(read_checkpoint, rt)
-    on_main(prepare_folder, rt)
+    on_main(check_folder, rt)
     model = everywhere(lambda: build_training_model(cfg, rt).to(rt.device), rt)
     train_loader = everywhere(lambda: build_loader(cfg, rt, cfg.data.train_sets, train=True), rt)
     val_loader = everywhere(lambda: _validation_loader(cfg, rt), rt)
+    # written once the run's mistakes are found: a run that cannot start leaves no folder (its lock removes it)
+    on_main(lambda: ckpt.write_config(cfg, out), rt)
 
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.train.precision == "fp16")
