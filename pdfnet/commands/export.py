@@ -65,9 +65,16 @@ def run(args: argparse.Namespace) -> int:
         _publish(staging, out, "pdfnet.onnx")
         if args.depth_model:
             from ..data.depth import load_depth_model, resolve_depth_model
+            from ..errors import DepthModelError
 
             print(f"exporting the depth model {args.depth_model} ...", flush=True)
-            export_depth_model(load_depth_model(resolve_depth_model(args.depth_model)), staging / "depth.onnx")
+            depth_model = load_depth_model(resolve_depth_model(args.depth_model))
+            if depth_model.config.model_type != "depth_anything":  # a graph is run with infer_image's processing
+                raise DepthModelError(
+                    f"{args.depth_model} is a {depth_model.config.model_type} model: only Depth-Anything models "
+                    "export to ONNX (pdfnet.onnx is written; use the model itself with --depth-model)"
+                )
+            export_depth_model(depth_model, staging / "depth.onnx")
             _publish(staging, out, "depth.onnx")
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -62,6 +62,15 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def add_depth_kind_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--depth-kind",
+        choices=["disparity", "metric"],
+        help="what the depth model predicts: disparity (near is large: Depth-Anything, DPT/MiDaS) or metric depth "
+        "(near is small: ZoeDepth, Depth Pro, GLPN; stored as 1/depth); default: known from the model's family",
+    )
+
+
 def add_device_options(parser: argparse.ArgumentParser, precision_default: str = "fp32") -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     parser.add_argument("--precision", choices=list(PRECISION_NAMES), default=precision_default)

@@ -30,7 +30,7 @@ from ..io import (
     read_image,
     write_image_atomic,
 )
-from .options import add_device_options, input_size_or_auto, positive_int
+from .options import add_depth_kind_option, add_device_options, input_size_or_auto, positive_int
 
 if TYPE_CHECKING:
     from ..distributed import Runtime
@@ -89,8 +89,10 @@ def add_model_options(p: argparse.ArgumentParser, batch_help: str) -> None:
     p.add_argument(
         "--depth-model",
         default=DEFAULT_DEPTH_MODEL,
-        help="Depth-Anything-V2: small (Apache-2.0), base, large (default; both CC-BY-NC-4.0), a repo id or folder",
+        help="Depth-Anything-V2: small (Apache-2.0), base, large (default; both CC-BY-NC-4.0); or any transformers "
+        "depth estimator: a repo id or folder",
     )
+    add_depth_kind_option(p)
     p.add_argument("--depth", help="folder of ready-made depth maps named by input stem (skips the depth model)")
     p.add_argument("--batch-size", type=positive_int, default=1, help=batch_help)
     p.add_argument(
@@ -188,6 +190,8 @@ def _load_predictor(args: argparse.Namespace, device: str | None):
     options = dict(
         device=device, depth_model=depth_model, precision=args.precision, input_size=args.input_size, tta=args.tta
     )
+    if args.depth_kind:
+        options["depth_kind"] = args.depth_kind
     if options["input_size"] is None:  # the graph's own size for ONNX, else the paper's 1024
         options["input_size"] = None if (args.weights or "").endswith(".onnx") else 1024
     elif str(options["input_size"]).startswith("auto") and (args.weights or "").endswith(".onnx"):
@@ -259,6 +263,8 @@ def output_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
         depth = f"maps {Path(args.depth).resolve()}"
     else:
         depth = f"model {depth_model_identity(args.depth_model)}"
+    if args.depth_kind and reads_depth(args) and not args.depth:
+        depth += f" ({args.depth_kind})"  # only when given: the family's own kind keeps earlier records valid
     common = {
         "weights": fingerprint(weights) if Path(weights).is_file() else weights,
         "variant": args.variant or "auto",

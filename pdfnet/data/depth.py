@@ -1,7 +1,8 @@
-"""Pseudo-depth from Depth-Anything-V2: the depth PDFNet takes as its second input.
+"""Pseudo-depth: the depth PDFNet takes as its second input, from Depth-Anything-V2 (the paper's) or any other
+depth estimator transformers loads with ``AutoModelForDepthEstimation``.
 
-The network and its weights come through transformers (``AutoModelForDepthEstimation``); the pre- and
-post-processing are Depth-Anything-V2's own ``infer_image``, which the authors' depth notebook calls:
+Depth-Anything models (V1, V2; ``config.model_type == "depth_anything"``) and ONNX graphs of them run with
+Depth-Anything-V2's own ``infer_image`` pre- and post-processing, which the authors' depth notebook calls:
 
 - the RGB image scaled to [0, 1] (float64), resized with OpenCV's bicubic interpolation to the "lower bound"
   size: the aspect ratio kept, the shorter side at least ``input_size`` (518 by default), both sides rounded to
@@ -10,8 +11,20 @@ post-processing are Depth-Anything-V2's own ``infer_image``, which the authors' 
 - the network's relative depth resized back to the image's size, bilinear with aligned corners;
 - min-max normalised per image; the stored map is ``round(255 d)`` (the notebook's ``cv2.imwrite``).
 
-transformers' own image processor (antialiased resampling, other sizes) is not used: it gives the network a
-different input.
+transformers' own image processor (antialiased resampling, other sizes) is not used for them: it gives the
+network a different input.
+
+Other families (DPT and MiDaS, ZoeDepth, Depth Pro, GLPN, Prompt Depth Anything, ...) run with their own image
+processor (``AutoImageProcessor``) and its ``post_process_depth_estimation`` back to the image's size, as
+transformers' depth-estimation pipeline calls it (where a processor has none: bicubic resizing, what DPT's and
+GLPN's do). Their outputs differ in sign: a relative inverse depth ("disparity": Depth-Anything, DPT/MiDaS) is
+large where the scene is near, a metric depth (ZoeDepth, Depth Pro, GLPN, Depth-Anything's metric fine-tunes)
+small. PDFNet learnt on Depth-Anything-V2's disparity, near bright, so a metric depth ``d`` becomes ``1 / d``
+before the min-max: Depth-Anything's relative output is ``a / d + b`` for the scene's true depth ``d`` and some
+``a > 0`` and ``b``, and the min-max of ``a / d + b`` is that of ``1 / d``; ``-d`` would keep the sign but not
+the shape (far backgrounds would take most of the 8-bit range). Depths under a thousandth of the image's largest
+are raised to it first, so that zeros and negative outputs stay finite. :data:`DEPTH_KINDS` says which family is
+which; ``kind`` (``--depth-kind``) overrides it.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import cv2
@@ -45,6 +59,20 @@ if TYPE_CHECKING:
 # gives a 518x86333 input) would need tens of gigabytes of attention.
 MAX_INPUT_AREA = 8
 PATCH = 14
+DEFAULT_INPUT_SIZE = 518  # Depth-Anything-V2's infer_image default
+
+# what a family's (post-processed) output is, by config.model_type: "disparity", a relative inverse depth (near is
+# large), or "metric", a distance (near is small); Depth-Anything's metric fine-tunes say so in their config
+DEPTH_KINDS = {
+    "depth_anything": "disparity",
+    "dpt": "disparity",  # DPT and MiDaS v3.x: relative inverse depth
+    "zoedepth": "metric",
+    "depth_pro": "metric",  # its post-processing turns the canonical inverse depth into metres
+    "glpn": "metric",
+    "prompt_depth_anything": "metric",
+}
+KINDS = ("disparity", "metric")
+METRIC_FLOOR = 1e-3  # metric depths under this fraction of the image's largest are raised to it before 1 / d
 
 
 def lower_bound_size(height: int, width: int, input_size: int = 518, multiple: int = PATCH) -> tuple[int, int]:
@@ -68,21 +96,50 @@ def minmax(depth: np.ndarray) -> np.ndarray:
     return (depth - lo) / (hi - lo) if hi > lo else np.zeros_like(depth)
 
 
+def near_is_bright(depth: np.ndarray, kind: str) -> np.ndarray:
+    """A depth model's (H, W) output -> PDFNet's depth map, (H, W) float32 in [0, 1], near bright: a disparity
+    min-max normalised as it is, a metric depth ``d`` as ``1 / max(d, METRIC_FLOOR * max d)`` (see the module's
+    docstring for why)."""
+    if kind == "metric":
+        depth = depth.astype(np.float64)
+        top = float(depth.max())
+        if not top > 0:  # no positive depth at all: nothing to tell near from far
+            return np.zeros(depth.shape, np.float32)
+        depth = 1.0 / np.maximum(depth, METRIC_FLOOR * top)
+    elif kind != "disparity":
+        raise ValueError(f"unknown depth kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return minmax(depth)
+
+
+def depth_kind(config) -> str | None:
+    """``disparity`` or ``metric`` for a transformers depth model's config (:data:`DEPTH_KINDS`); None for a
+    family not in the table."""
+    model_type = getattr(config, "model_type", None)
+    if model_type == "depth_anything" and getattr(config, "depth_estimation_type", "relative") == "metric":
+        return "metric"
+    return DEPTH_KINDS.get(model_type)
+
+
 class DepthEstimator:
-    """Depth-Anything-V2 (or any transformers depth model in that layout) as a function of RGB images, with
-    ``infer_image``'s pre- and post-processing.
+    """A depth model as a function of RGB images: Depth-Anything (V1, V2) with ``infer_image``'s pre- and
+    post-processing, any other transformers depth estimator with its own image processor (see the module's
+    docstring), the map made near-is-bright.
 
     Args:
-        name_or_path: ``small``/``base``/``large``, a Hugging Face repo id, or a local folder written by
-            ``save_pretrained`` (its image-processor config, if any, is not used).
+        name_or_path: ``small``/``base``/``large`` (Depth-Anything-V2), a Hugging Face repo id, a local folder
+            written by ``save_pretrained`` (a Depth-Anything model's image-processor config, if any, is not
+            used), or a Depth-Anything ``.onnx`` graph.
         device: where the model runs.
         precision: ``fp32``, ``fp16`` or ``bf16``.
-        input_size: the shorter side of the model's input (518, Depth-Anything-V2's default; 1024 for the
-            ``depth_large_1024`` loss targets).
+        input_size: Depth-Anything's shorter input side (None: 518, Depth-Anything-V2's default; 1024 for the
+            ``depth_large_1024`` loss targets). Other families take their image processor's size: giving one is
+            an error.
+        kind: ``disparity`` or ``metric``, what the model's output is (None: from :data:`DEPTH_KINDS`).
 
     Raises:
-        DepthModelError: the model cannot be loaded (offline without a local copy, or not a depth model),
-            saying what to pass instead.
+        DepthModelError: the model or its image processor cannot be loaded (offline without a local copy, or not
+            a depth model), its kind is unknown, or ``input_size`` is given for a family that takes none; saying
+            what to pass instead.
     """
 
     def __init__(
@@ -90,37 +147,79 @@ class DepthEstimator:
         name_or_path: str = DEFAULT_DEPTH_MODEL,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
-        input_size: int = 518,
+        input_size: int | None = None,
+        kind: str | None = None,
     ) -> None:
-        if input_size < PATCH:
+        if input_size is not None and input_size < PATCH:
             raise ValueError(f"input_size must be at least {PATCH}, got {input_size}")
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self.name = resolve_depth_model(name_or_path)
         self.device = torch.device(device)
         self.dtype = PRECISIONS[check_precision(precision)]
-        self.input_size = input_size
         self.model = load_depth_model(self.name, self.dtype).to(device=self.device, dtype=self.dtype).eval()
+        config = getattr(self.model, "config", None)  # None: an ONNX graph, exported from Depth-Anything
+        self.model_type = "depth_anything" if config is None else config.model_type
+        self.kind = kind or ("disparity" if config is None else depth_kind(config))
+        if self.kind is None:
+            raise DepthModelError(
+                f"{self.name} is a {self.model_type} model, and whether it predicts disparity (near is large) or "
+                "metric depth (near is small) is not known here: say which with --depth-kind disparity|metric "
+                "(Python: kind=)"
+            )
+        self.processor = None
+        if self.model_type == "depth_anything":
+            self.input_size = input_size or DEFAULT_INPUT_SIZE
+        elif input_size is not None:
+            raise DepthModelError(
+                f"{self.name} is a {self.model_type} model: its image processor sets its input size; leave "
+                "--input-size out (it is Depth-Anything's)"
+            )
+        else:
+            self.input_size = None
+            self.processor = load_image_processor(self.name)
         if self.device.type == "cpu" and self.dtype == torch.bfloat16:
             use_blocked_attention(self.model)
 
     def preprocess(self, image_rgb: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32, ``infer_image``'s resize and normalisation.
+        """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32: ``infer_image``'s resize and normalisation for
+        Depth-Anything, the model's image processor for other families.
 
         Raises:
-            InputError: not an RGB image, or too elongated for the depth model (see :data:`MAX_INPUT_AREA`).
+            InputError: not an RGB image, too elongated for Depth-Anything (see :data:`MAX_INPUT_AREA`), or
+                refused by the image processor.
         """
+        if self.processor is not None:
+            self._check_rgb(image_rgb)
+            return self._process(image_rgb)
         h, w = self.input_shape(image_rgb)
         x = cv2.resize(image_rgb / 255.0, (w, h), interpolation=cv2.INTER_CUBIC)  # float64, as infer_image
         x = (x - IMAGENET_MEAN) / IMAGENET_STD
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)).astype(np.float32))[None]
 
+    def _process(self, image_rgb: np.ndarray) -> torch.Tensor:
+        try:
+            return self.processor(images=image_rgb, return_tensors="pt")["pixel_values"].float()
+        except (ValueError, TypeError, RuntimeError, IndexError) as e:
+            H, W = image_rgb.shape[:2]
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"the image processor of {self.name} cannot take a {W}x{H} image: {first}") from None
+
+    @staticmethod
+    def _check_rgb(image_rgb: np.ndarray) -> None:
+        if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 or image_rgb.ndim != 3:
+            raise InputError(f"image must be (H, W, 3) uint8 RGB, got {getattr(image_rgb, 'shape', image_rgb)}")
+
     def input_shape(self, image_rgb: np.ndarray) -> tuple[int, int]:
         """(h, w) of the model's input for this image.
 
         Raises:
-            InputError: not an RGB image, or too elongated for the depth model (see :data:`MAX_INPUT_AREA`).
+            InputError: not an RGB image, too elongated for Depth-Anything (see :data:`MAX_INPUT_AREA`), or
+                refused by the image processor.
         """
-        if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 or image_rgb.ndim != 3:
-            raise InputError(f"image must be (H, W, 3) uint8 RGB, got {getattr(image_rgb, 'shape', image_rgb)}")
+        self._check_rgb(image_rgb)
+        if self.processor is not None:
+            return tuple(self._process(image_rgb).shape[-2:])
         H, W = image_rgb.shape[:2]
         h, w = lower_bound_size(H, W, self.input_size)
         if h * w > MAX_INPUT_AREA * self.input_size**2:
@@ -143,15 +242,35 @@ class DepthEstimator:
             groups.setdefault(tuple(p.shape), []).append(i)
         for indices in groups.values():
             batch = torch.cat([pixels[i] for i in indices]).to(self.device, self.dtype)
-            predicted = self.model(pixel_values=batch).predicted_depth.float()  # (N, h, w)
-            for j, i in enumerate(indices):
-                H, W = images_rgb[i].shape[:2]
-                full = F.interpolate(predicted[j][None, None], size=(H, W), mode="bilinear", align_corners=True)
-                results[i] = minmax(full[0, 0].cpu().numpy())
+            sizes = [tuple(images_rgb[i].shape[:2]) for i in indices]
+            for i, depth in zip(indices, self._postprocess(self.model(pixel_values=batch), sizes)):
+                results[i] = near_is_bright(depth.cpu().numpy(), self.kind)
         return results  # type: ignore[return-value]
 
+    def _postprocess(self, outputs, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """The model's outputs -> one (H, W) float32 depth per image at its size."""
+        if self.processor is None:  # infer_image: bilinear with aligned corners
+            predicted = outputs.predicted_depth.float()  # (N, h, w)
+            return [
+                F.interpolate(p[None, None], size=size, mode="bilinear", align_corners=True)[0, 0]
+                for p, size in zip(predicted, sizes)
+            ]
+        fields = dict(outputs.items()) if hasattr(outputs, "items") else vars(outputs)
+        outputs = SimpleNamespace(
+            **{k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in fields.items()}
+        )
+        post = getattr(self.processor, "post_process_depth_estimation", None)
+        if post is None:  # an older transformers or a processor without one: what DPT's and GLPN's do
+            return [
+                F.interpolate(p[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+                for p, size in zip(outputs.predicted_depth, sizes)
+            ]
+        # the sizes go second, as transformers' depth-estimation pipeline passes them: ZoeDepth's source sizes
+        # (it then strips its padding and resizes to them), the other processors' target sizes
+        return [r["predicted_depth"].float() for r in post(outputs, sizes)]
+
     def estimate(self, image_rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (H, W) float32 depth in [0, 1]."""
+        """(H, W, 3) uint8 RGB -> (H, W) float32 depth in [0, 1], near bright."""
         return self.estimate_batch([image_rgb])[0]
 
 
@@ -243,8 +362,27 @@ def load_depth_model(name: str, dtype: torch.dtype = torch.float32):
             reason = f"cannot fetch {name} from the Hugging Face Hub (offline, or not in the Hugging Face cache?)"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DepthModelError(
-            f"{reason}: {first}. Pass a local Depth-Anything-V2 folder as --depth-model (Python: depth_model=), "
+            f"{reason}: {first}. Pass a local depth-model folder as --depth-model (Python: depth_model=), "
             "or ready-made depth maps with --depth"
+        ) from None
+
+
+def load_image_processor(name: str):
+    """The image processor saved with a transformers depth model (repo id or folder).
+
+    Raises:
+        DepthModelError: there is none, or it cannot be fetched (offline and not in the cache), naming the model.
+    """
+    from transformers import AutoImageProcessor
+
+    cache_only = check_depth_model_source(name)  # as load_depth_model: offline, the cache alone, or one-line error
+    try:
+        return AutoImageProcessor.from_pretrained(name, local_files_only=cache_only)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DepthModelError(
+            f"no image processor for {name} (preprocessor_config.json, written by the processor's "
+            f"save_pretrained): {first}"
         ) from None
 
 

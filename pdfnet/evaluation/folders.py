@@ -21,8 +21,10 @@ from ..io import atomic_path, is_listed, read_gray, write_text_atomic
 from ..memory import keep_freed_memory
 from .metrics import ImageScores, MaskCache, score_image, summarize
 
-METRIC_KEYS = ("maxFm", "meanFm", "adpFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "maxEm", "adpEm", "HCE", "n")
+METRIC_KEYS = ("maxFm", "meanFm", "adpFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "maxEm", "adpEm", "HCE")
+METRIC_KEYS += ("maxBIoU", "meanBIoU", "n")
 CSV_KEYS = ("name", "maxFm", "meanFm", "adpFm", "wFm", "MAE", "Sm", "meanEm", "maxEm", "adpEm", "HCE")
+CSV_KEYS += ("maxBIoU", "meanBIoU")
 
 
 def default_cache_dir() -> Path:
@@ -247,6 +249,8 @@ def write_results(summary: dict, scores: list[ImageScores], out: str | os.PathLi
             "maxEm": s.em_curve.max(),
             "adpEm": s.adp_em,
             "HCE": s.hce,
+            "maxBIoU": s.extra["biou"].max(),
+            "meanBIoU": s.extra["biou"].mean(),
         }
         for s in scores
     ]

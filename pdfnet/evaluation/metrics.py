@@ -6,7 +6,8 @@ mask is binarised at > 128. F-measure uses beta^2 = 0.3 at 256 thresholds (predi
 ``maxFm_pr`` the maximum of F computed from the mean precision and recall curves (the PDFNet code's
 convention); weighted F uses beta = 1; S-measure alpha = 0.5; E-measure curve mean and max; adaptive F and E
 threshold at twice the mean prediction. HCE follows the DIS protocol: prediction and mask binarised at raw
-value > 128, relax 5, polygon tolerance 2.0, mask skeleton from scikit-image.
+value > 128, relax 5, polygon tolerance 2.0, mask skeleton from scikit-image. Boundary IoU (``maxBIoU``,
+``meanBIoU``) is BiRefNet's: see :mod:`pdfnet.evaluation.boundary`.
 
 How it is fast, each step exact (checked against the libraries in ``tests/test_metrics*.py``):
 
@@ -32,6 +33,7 @@ import cv2
 import numpy as np
 
 from ..io import atomic_path
+from .boundary import boundary_iou_curve, summarize_boundary
 from .geometry import BAND, decode_offset, nearest_object_codes, skeletonize
 
 EPS = np.spacing(1)  # MATLAB's eps, as pysodmetrics
@@ -541,6 +543,8 @@ def score_image(pred_u8: np.ndarray, gt_u8: np.ndarray, mask_data: MaskData, nam
         sm=_s_measure(lv),
         hce=float(hce(pred_u8 > 128, gt, mask_data.skeleton)),
         name=name,
+        # Boundary IoU thresholds the levels the F-measure curves count (see .boundary)
+        extra={"biou": boundary_iou_curve(cv2.LUT(pred_u8, (lv.values * 255).astype(np.uint8)), gt)},
     )
 
 
@@ -566,5 +570,6 @@ def summarize(scores: list[ImageScores]) -> dict[str, float]:
         "maxEm": float(em.max()),
         "adpEm": float(np.mean([s.adp_em for s in scores])),
         "HCE": float(np.mean([s.hce for s in scores])),
+        **summarize_boundary([s.extra["biou"] for s in scores]),
         "n": len(scores),
     }

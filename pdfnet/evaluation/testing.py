@@ -25,9 +25,10 @@ from ..model.checkpoint import load_pdfnet
 from ..provenance import make_record, report_lines, sort_existing
 from ..runtime import resolve_device
 from .folders import evaluate_predictions, write_results
+from .published import PUBLISHED, PublishedScores
+from .table import te_mean
 
 TABLE_KEYS = ("maxFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "HCE")
-TEST_SPLITS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
 
 def _split_files(root: str | os.PathLike, spec: str, depth_folder: str | None) -> list[tuple[Path, Path | None]]:
@@ -205,10 +206,9 @@ def run_test(
             )
             write_results(summary, scores, out / f"{name}.json")
             results[name] = summary
-        te = [results[s] for s in TEST_SPLITS if s in results]
-        if len(te) == len(TEST_SPLITS):
-            results["TE-mean"] = {k: float(np.mean([r[k] for r in te])) for k in te[0] if k != "n"}
-            results["TE-mean"]["n"] = int(sum(r["n"] for r in te))
+        mean = te_mean(results)
+        if mean is not None:
+            results["TE-mean"] = mean
         write_text_atomic(out / "metrics.json", json.dumps(results, indent=2) + "\n")
         table = markdown_table(results, checkpoint=str(checkpoint), tta=o.tta, variant=variant)
         write_text_atomic(out / "results.md", table)
@@ -245,7 +245,8 @@ def _missing_predictions(
 
 def markdown_table(results: dict[str, dict], checkpoint: str, tta: bool, variant: str) -> str:
     """One table per dataset (DIS-5K, DUTS, HRSOD, ...; the TE mean with DIS-5K): rows are its splits, columns
-    the metrics DIS papers report."""
+    the metrics DIS papers report; under them, for the splits the PDFNet paper scored, its published numbers
+    (:mod:`pdfnet.evaluation.published`) and this run's difference from them."""
     lines = [
         f"PDFNet ({variant}) `{checkpoint}`, test-time augmentation: {'yes' if tta else 'no'}. "
         "maxFm is the maximum of the mean per-image F curve (beta^2 = 0.3; the DIS and BiRefNet convention); "
@@ -255,6 +256,7 @@ def markdown_table(results: dict[str, dict], checkpoint: str, tta: bool, variant
     by_dataset: dict[str, list[str]] = {}
     for split in results:
         by_dataset.setdefault(dataset_of("DIS-TE1" if split == "TE-mean" else split), []).append(split)
+    shown: list[PublishedScores] = []
     for dataset, names in by_dataset.items():
         lines += ["", f"### {dataset}", "", "| split | " + " | ".join(TABLE_KEYS) + " | n |"]
         lines.append("|---|" + "---|" * (len(TABLE_KEYS) + 1))
@@ -262,4 +264,22 @@ def markdown_table(results: dict[str, dict], checkpoint: str, tta: bool, variant
             r = results[split]
             cells = [f"{r[k]:.1f}" if k == "HCE" else f"{r[k]:.4f}" for k in TABLE_KEYS]
             lines.append(f"| {split} | " + " | ".join(cells) + f" | {r['n']} |")
+        for paper in PUBLISHED:
+            for split in (s for s in names if s in paper.scores):
+                published = paper.scores[split]
+                cells = [f"{published[k]:.3f}" if k in published else "" for k in TABLE_KEYS]
+                lines.append(f"| {split}, {paper.label} | " + " | ".join(cells) + " | |")
+                cells = [f"{results[split][k] - published[k]:+.3f}" if k in published else "" for k in TABLE_KEYS]
+                lines.append(f"| {split}, this run - {paper.label} | " + " | ".join(cells) + " | |")
+                if paper not in shown:
+                    shown.append(paper)
+    if shown:
+        lines += [
+            "",
+            "Published: "
+            + "; ".join(f"{paper.label}: {paper.source}" for paper in shown)
+            + ". Their maxF is maxFm_pr (the authors' metric_tools/soc_metrics.py computes F from the mean "
+            "precision and recall curves) and their E meanEm; they use test-time augmentation; HRSOD-TE and "
+            "UHRSD-TE are the model trained on HRSOD-TR and UHRSD-TR.",
+        ]
     return "\n".join(lines) + "\n"

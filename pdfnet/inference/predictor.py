@@ -150,14 +150,17 @@ class Predictor:
         device: str | torch.device | None = None,
         depth_model: str | DepthEstimator | None = DEFAULT_DEPTH_MODEL,
         variant: str | None = None,
+        depth_kind: str | None = None,
         **kwargs,
     ) -> Predictor:
         """From one of our checkpoints or the authors' (``.pth``/``.pt``/``.safetensors``).
 
         Args:
-            depth_model: ``small``/``base``/``large``, a repo id or folder for :class:`DepthEstimator`, an
-                estimator, or None (then depth must be passed to predict). Not loaded for an RGB-only
-                checkpoint.
+            depth_model: ``small``/``base``/``large``, a repo id or folder for :class:`DepthEstimator` (any
+                transformers depth estimator), an estimator, or None (then depth must be passed to predict). Not
+                loaded for an RGB-only checkpoint.
+            depth_kind: ``disparity`` or ``metric``, what a ``depth_model`` given by name predicts (None: known
+                from its family; see :class:`DepthEstimator`).
 
         Raises:
             CheckpointError: the weights cannot be loaded (naming the file).
@@ -176,7 +179,7 @@ class Predictor:
         if not predictor.uses_depth:
             return predictor  # an RGB-only network: no depth model to load
         if isinstance(depth_model, str):
-            depth_model = DepthEstimator(depth_model, device=device, precision=predictor.precision)
+            depth_model = DepthEstimator(depth_model, device=device, precision=predictor.precision, kind=depth_kind)
         predictor.depth_estimator = depth_model
         return predictor
 
@@ -186,13 +189,14 @@ class Predictor:
         path: str | os.PathLike,
         depth_model: str | DepthEstimator | None = DEFAULT_DEPTH_MODEL,
         providers: list[str] | None = None,
+        depth_kind: str | None = None,
         **kwargs,
     ) -> Predictor:
         """From a graph written by ``pdfnet export`` (``pdfnet.onnx``), run by ONNX Runtime; ``depth_model`` as for
         :meth:`from_checkpoint`, including a ``depth.onnx`` graph. The input size is the graph's."""
         network = OnnxNetwork(path, providers)
         if isinstance(depth_model, str):
-            depth_model = DepthEstimator(depth_model, device="cpu")
+            depth_model = DepthEstimator(depth_model, device="cpu", kind=depth_kind)
         return cls(network, depth_model, device="cpu", input_size=kwargs.pop("input_size", None), **kwargs)
 
     @classmethod
