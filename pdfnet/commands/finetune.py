@@ -24,7 +24,9 @@ and -Large are CC-BY-NC-4.0 (non-commercial), -Small Apache-2.0 (--depth-models 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..training.finetune import DEPTH_SIZES
+    # the hub's names (smallest first, as training.finetune.DEPTH_SIZES): building the parser imports no torch,
+    # which `pdfnet evaluate` and metric_tools/evaluate.py run without
+    from ..hub import DEPTH_MODELS
 
     p.description = (
         "Fine-tune PDFNet on your photos: checks the folders, makes the pseudo-depth maps, holds out a validation "
@@ -58,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--depth-models",
         nargs="+",
-        default=list(DEPTH_SIZES),
+        default=list(DEPTH_MODELS),
         metavar="NAME[=MODEL]",
         help="which Depth-Anything-V2 maps to make and train with: small base large (default, the recipe), large "
         "alone for a quicker run, small alone for commercial use; NAME=MODEL takes that model from a local folder "

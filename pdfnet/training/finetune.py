@@ -40,6 +40,7 @@ from ..data.layout import Split, find_by_stem, read_split_file, write_split_file
 from ..data.pairing import ImagePair, check_pairs, mask_notes, raise_problems
 from ..distributed import Runtime
 from ..errors import CheckpointError, ConfigError, DatasetError, DepthModelError, OutputError
+from ..hub import DEPTH_MODELS
 from ..io import read_gray, write_text_atomic
 from ..model.checkpoint import checkpoint_architecture, load_pdfnet
 from ..model.network import PDFNet
@@ -47,7 +48,7 @@ from ..runtime import effective_precision, resolve_device
 from . import checkpointing as ckpt
 from .engine import build_loader, resumed_config, train, validate
 
-DEPTH_SIZES = ("small", "base", "large")  # smallest first: the largest chosen gives validation and loss targets
+DEPTH_SIZES = tuple(DEPTH_MODELS)  # smallest first: the largest chosen gives validation and loss targets
 START_NAMES = ("base", "general", "imagenet")
 DEPTH_CACHE = ".pdfnet-depth"
 RECORD = "finetune.json"
