@@ -54,3 +54,10 @@ class EvaluationError(PDFNetError, RuntimeError):
 class ServeError(PDFNetError, OSError):
     """``pdfnet serve`` cannot start as asked: Gradio is not installed, or the address or port cannot be used;
     the message names it and what to do instead."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message, first line only (those of the Hub, ONNX Runtime and transformers span several), or
+    its type's name when it has none: what a one-line error quotes of a library's."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

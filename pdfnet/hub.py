@@ -18,7 +18,7 @@ import threading
 from functools import cache
 from urllib.parse import urlparse
 
-from .errors import CheckpointError, DepthModelError
+from .errors import CheckpointError, DepthModelError, first_line
 
 # Published weights by name: (Hugging Face repo, file). "base" is the paper's DIS-5K model (the release variant);
 # "general" the authors' second checkpoint, trained on more data (DIS-5K and HRSOD, per the ComfyUI port).
@@ -59,7 +59,7 @@ def download_weights(name: str = "base") -> str:
     try:
         return fetch_file(repo_id, filename)
     except Exception as e:  # the hub raises several unrelated types for "offline" and "not found"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise CheckpointError(
             f"cannot fetch {filename} from the Hugging Face Hub repository {repo_id}: {reason}. On a machine with "
             f"internet, download it with `hf download {repo_id} {filename} --local-dir checkpoints` (or from "

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DepthModelError, InputError
+from ..errors import DepthModelError, InputError, first_line
 from ..hub import (  # noqa: F401 (the names of the published depth models, also used from here)
     DEFAULT_DEPTH_MODEL,
     DEPTH_LICENSES,
@@ -202,7 +202,7 @@ class DepthEstimator:
             return self.processor(images=image_rgb, return_tensors="pt")["pixel_values"].float()
         except (ValueError, TypeError, RuntimeError, IndexError) as e:
             H, W = image_rgb.shape[:2]
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise InputError(f"the image processor of {self.name} cannot take a {W}x{H} image: {first}") from None
 
     @staticmethod
@@ -360,7 +360,7 @@ def load_depth_model(name: str, dtype: torch.dtype = torch.float32):
             reason = f"{name} is not a transformers depth-model folder (save_pretrained layout)"
         else:
             reason = f"cannot fetch {name} from the Hugging Face Hub (offline, or not in the Hugging Face cache?)"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DepthModelError(
             f"{reason}: {first}. Pass a local depth-model folder as --depth-model (Python: depth_model=), "
             "or ready-made depth maps with --depth"
@@ -379,7 +379,7 @@ def load_image_processor(name: str):
     try:
         return AutoImageProcessor.from_pretrained(name, local_files_only=cache_only)
     except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DepthModelError(
             f"no image processor for {name} (preprocessor_config.json, written by the processor's "
             f"save_pretrained): {first}"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from .state_dict import load_matching, read_weights, unwrap_state_dict
 from .swin import SwinEncoder
 
@@ -38,7 +38,7 @@ def swin_b_weights() -> str:
     try:
         return fetch_file(f"timm/{TIMM_SWIN_B}", "model.safetensors")
     except Exception as e:  # the hub raises several unrelated types for "offline" and "not found"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise CheckpointError(
             f"cannot fetch the ImageNet Swin-B weights (model.safetensors of timm/{TIMM_SWIN_B} on the Hugging "
             f"Face Hub): {reason}. Download Microsoft's {MICROSOFT_SWIN_B} (the Swin Transformer release on "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, PDFNetError
+from ..errors import CheckpointError, PDFNetError, first_line
 from .fastpath import fastpath
 from .network import PDFNet
 from .state_dict import file_kind, with_article
@@ -193,7 +193,7 @@ def _session(path: str | os.PathLike, providers: list[str] | None):
     try:
         return ort.InferenceSession(name, providers=chosen or ["CPUExecutionProvider"])
     except Exception as e:  # ONNX Runtime raises its own types for a damaged or foreign file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise CheckpointError(f"{name} cannot be loaded by ONNX Runtime ({first})") from None
 
 
