@@ -405,6 +405,56 @@ def test_worker_drops_a_job_whose_client_is_gone_before_it_starts():
         worker.stop()
 
 
+@needs_gradio
+def test_a_client_that_closed_its_connection_is_seen_while_the_event_loop_is_busy():
+    """The API's ``wanted`` asks the socket, not the event loop: with the loop held up (here: inside the handler)
+    a close is seen at once, as the worker needs before it starts a job. The route sits where the server puts
+    its routes: on a FastAPI app with Gradio's page mounted at ``/``, behind whatever middleware that adds."""
+    import queue
+
+    import gradio as gr
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from pdfnet.app.api import connection_open
+
+    probes, release = queue.Queue(), threading.Event()
+
+    async def hold(request):
+        await request.body()
+        probes.put(connection_open(request))
+        release.wait(30)  # blocks the event loop: it cannot read the close until this returns
+        return JSONResponse({})
+
+    api = FastAPI()
+    api.add_route("/hold", hold, methods=["POST"])
+    with gr.Blocks() as page:
+        gr.Markdown("page")
+    app = gr.mount_gradio_app(api, page, path="/", ssr_mode=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        still_open = probes.get(timeout=30)
+        assert still_open() and still_open()  # asked again: the peek took nothing
+        sock.close()
+        deadline = time.monotonic() + 5
+        while still_open() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not still_open()  # seen while the loop is still held in the handler
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(30)
+
+
 def test_worker_hands_failures_to_the_waiting_coroutine():
     import asyncio
 

@@ -285,27 +285,10 @@ def _label_images(
 
     from ..io import link_or_copy, write_image_atomic
     from ..review import THUMBNAIL_FOLDER, write_thumbnails
-    from .predict import _named, _read_depth, write_uncertainty
+    from .predict import read_batches, write_uncertainty
 
     bar = tqdm(total=len(todo), desc="label", unit="img", disable=not progress)
-    for start in range(0, len(todo), args.batch_size):
-        paths, images, depths = [], [], []
-        for path in todo[start : start + args.batch_size]:
-            try:
-                image = read_image(path)
-                depth = _read_depth(args.depth, path, image.shape) if args.depth else None
-                if depth is None and predictor.depth_estimator is not None:
-                    predictor.depth_estimator.input_shape(image)  # refuse unusable shapes up front
-            except PDFNetError as e:
-                outcome.failed.append(_named(e, path))
-                tqdm.write(f"error: {outcome.failed[-1]}", file=sys.stderr)
-                bar.update(1)
-                continue
-            paths.append(path)
-            images.append(image)
-            depths.append(depth)
-        if not paths:
-            continue
+    for paths, images, depths in read_batches(predictor, todo, args.batch_size, args.depth, outcome.failed, bar):
         for path, image, result in zip(paths, images, predictor.predict_all(images, depths, uncertainty=True)):
             target = files[path]
             write_image_atomic(target["mask"], result.mask, records["mask"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,8 @@ from ..io import (
 from .options import add_depth_kind_option, add_device_options, input_size_or_auto, positive_int
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..distributed import Runtime
     from ..inference.predictor import Predictor
 
@@ -370,6 +373,35 @@ def _named(error: PDFNetError, path: Path) -> str:
     return str(error) if str(path) in str(error) else f"{path}: {error}"
 
 
+def read_batches(
+    predictor: Predictor, todo: list[Path], batch_size: int, depth_folder: str | None, failed: list[str], bar
+) -> Iterator[tuple[list[Path], list[np.ndarray], list[np.ndarray | None]]]:
+    """``todo`` read ``batch_size`` photos at a time, as (paths, RGB images, depth maps or None): the depth map
+    from ``depth_folder`` where one is given and the network reads depth. A photo that cannot be read or used
+    (a shape the depth model refuses) adds a line to ``failed``, is printed and counted on ``bar`` and left out;
+    a batch left empty is not yielded."""
+    from tqdm import tqdm
+
+    for start in range(0, len(todo), batch_size):
+        paths, images, depths = [], [], []
+        for path in todo[start : start + batch_size]:
+            try:
+                image = read_image(path)
+                depth = _read_depth(depth_folder, path, image.shape) if depth_folder and predictor.uses_depth else None
+                if depth is None and predictor.depth_estimator is not None:
+                    predictor.depth_estimator.input_shape(image)  # refuse unusable shapes up front
+            except PDFNetError as e:
+                failed.append(_named(e, path))
+                tqdm.write(f"error: {failed[-1]}", file=sys.stderr)
+                bar.update(1)
+                continue
+            paths.append(path)
+            images.append(image)
+            depths.append(depth)
+        if paths:
+            yield paths, images, depths
+
+
 def _predict_images(
     predictor: Predictor,
     todo: list[Path],
@@ -387,24 +419,7 @@ def _predict_images(
 
     written = 0
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not progress)
-    for start in range(0, len(todo), args.batch_size):
-        paths, images, depths = [], [], []
-        for path in todo[start : start + args.batch_size]:
-            try:
-                image = read_image(path)
-                depth = _read_depth(args.depth, path, image.shape) if args.depth and predictor.uses_depth else None
-                if depth is None and predictor.depth_estimator is not None:
-                    predictor.depth_estimator.input_shape(image)  # refuse unusable shapes up front
-            except PDFNetError as e:
-                failed.append(_named(e, path))
-                tqdm.write(f"error: {failed[-1]}", file=sys.stderr)
-                bar.update(1)
-                continue
-            paths.append(path)
-            images.append(image)
-            depths.append(depth)
-        if not paths:
-            continue
+    for paths, images, depths in read_batches(predictor, todo, args.batch_size, args.depth, failed, bar):
         sizes = [predictor.processing_shape(im.shape) for im in images] if args.output_processing_res else None
         for path, image, result in zip(
             paths, images, predictor.predict_all(images, depths, uncertainty=args.uncertainty, sizes=sizes)
