@@ -152,9 +152,13 @@ def start_server(work: Path, weights: str, depth: str, *options: str, env: dict 
 
 @pytest.fixture(scope="module")
 def server(tiny_official_checkpoint, tiny_depth_model, tmp_path_factory):
-    """The issue's command line, with a 2 MB upload limit (for the 413 test)."""
+    """The issue's command line, with a 2 MB upload limit (for the 413 test) and uploads that stall for 5 s
+    answered 408."""
     s = start_server(
-        tmp_path_factory.mktemp("serve"), tiny_official_checkpoint, tiny_depth_model, "--max-upload-mb", "2"
+        tmp_path_factory.mktemp("serve"),
+        tiny_official_checkpoint,
+        tiny_depth_model,
+        *("--max-upload-mb", "2", "--upload-timeout", "5"),
     )
     yield s
     s.stop()
@@ -613,6 +617,35 @@ def test_uploads_over_the_size_limit_are_a_413(server):
     streamed = requests.post(server.url + "/api/v1/cutout", data=chunks(), headers={"Content-Type": "image/png"})
     assert error(streamed, 413) == "the upload is over the size limit of 2 MB"
     assert server.alive()
+
+
+@needs_gradio
+def test_uploads_that_stall_are_a_408_and_leave_nothing(server):
+    """A client that trickles its upload (here: stops sending) holds neither its connection nor a file for
+    longer than ``--upload-timeout``; raw bodies and multipart forms alike; the server serves on."""
+    host, port = server.url.split("//")[1].split(":")
+    form_head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.png"\r\n\r\n'
+    heads = [
+        b"POST /api/v1/cutout HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n",
+        b"POST /api/remove HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: 5000\r\n\r\n" + form_head,
+    ]
+    sockets = [socket.create_connection((host, int(port)), timeout=60) for _ in heads]
+    start = time.monotonic()
+    for sock, head in zip(sockets, heads):
+        sock.sendall(head + b"\x89PNG\r\n\x1a\n" + bytes(100))  # then nothing more
+    for sock in sockets:
+        answer = b""
+        while chunk := sock.recv(65536):  # read until the server closes the connection
+            answer += chunk
+        sock.close()
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 408") and b"connection: close" in status.lower(), answer[:300]
+        assert json.loads(body) == {"error": "the upload stalled: nothing was received for 5 s; send it again"}
+    assert 4.5 < time.monotonic() - start < 60
+    uploads = [p for p in server.log.parent.rglob("uploads/*") if p.is_file()]
+    assert uploads == []  # the half-written uploads are removed
+    assert server.health()["ready"] and server.alive()
 
 
 @needs_gradio

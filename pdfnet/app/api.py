@@ -48,6 +48,7 @@ CUTOUT_OPTIONS = ("format", "tta", "refine", "weights", "depth_model")
 RAW_TYPES = ("image/", "application/octet-stream")  # content types of a request whose body is the image
 CHUNK = 1 << 20
 FRAMING = 1 << 16  # what a multipart body may hold beyond its file: boundaries, headers, the other fields
+STALL_S = 30.0  # an upload that sends nothing for this long is answered 408 and its connection closed
 
 
 class ApiError(Exception):
@@ -120,8 +121,11 @@ class Upload:
 class CutoutApi:
     """The routes' work: uploads received into ``folder`` within ``max_bytes``, jobs on ``worker``."""
 
-    def __init__(self, cutter: Cutter, worker: DeviceWorker, folder: Path, max_bytes: int) -> None:
+    def __init__(
+        self, cutter: Cutter, worker: DeviceWorker, folder: Path, max_bytes: int, stall_s: float = STALL_S
+    ) -> None:
         self.cutter, self.worker, self.folder, self.max_bytes = cutter, worker, folder, max_bytes
+        self.stall_s = stall_s
         folder.mkdir(parents=True, exist_ok=True)
 
     async def receive(self, request: Request) -> tuple[Upload, dict[str, str]]:
@@ -200,12 +204,19 @@ class CutoutApi:
                 return
 
     def _limited(self, receive: Callable, limit: int) -> Callable:
-        """``receive`` that raises a 413 once the body passes ``limit`` bytes (for bodies sent without a length)."""
+        """``receive`` that raises a 413 once the body passes ``limit`` bytes (for bodies sent without a length),
+        and a 408 when the client sends nothing for ``stall_s`` seconds (a trickling client would otherwise hold
+        its connection and its half-written upload for as long as it likes)."""
         received = 0
 
         async def limited() -> dict:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_s)
+            except TimeoutError:
+                raise ApiError(
+                    408, f"the upload stalled: nothing was received for {self.stall_s:g} s; send it again"
+                ) from None
             received += len(message.get("body", b""))
             if received > limit:
                 raise self._too_large()
@@ -381,10 +392,16 @@ def remove_options(fields: dict[str, str], query: dict[str, list[str]], cutter: 
 
 
 def build_api(
-    cutter: Cutter, worker: DeviceWorker, access: Access, upload_folder: Path, max_upload_bytes: int
+    cutter: Cutter,
+    worker: DeviceWorker,
+    access: Access,
+    upload_folder: Path,
+    max_upload_bytes: int,
+    stall_s: float = STALL_S,
 ) -> FastAPI:
-    """The FastAPI app with the API's routes (the page is mounted on it at ``/`` by :mod:`pdfnet.app.server`)."""
-    api = CutoutApi(cutter, worker, upload_folder, max_upload_bytes)
+    """The FastAPI app with the API's routes (the page is mounted on it at ``/`` by :mod:`pdfnet.app.server`);
+    uploads that send nothing for ``stall_s`` seconds are answered 408."""
+    api = CutoutApi(cutter, worker, upload_folder, max_upload_bytes, stall_s)
     app = FastAPI(
         title="PDFNet",
         version=_version(),
@@ -399,6 +416,8 @@ def build_api(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
         headers = dict(e.headers)
+        if e.status in (408, 413):  # the rest of the body is not read: the connection cannot carry another request
+            headers["Connection"] = "close"
         if e.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="pdfnet"'
         return JSONResponse({"error": e.message}, e.status, headers)

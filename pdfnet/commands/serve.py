@@ -117,6 +117,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=100,
         help="the largest upload, in MB (default 100); images over 64 megapixels are refused whatever their size",
     )
+    p.add_argument(
+        "--upload-timeout",
+        type=positive_int,
+        default=30,
+        metavar="SECONDS",
+        help="an API upload that sends nothing for this long is answered 408 and its connection closed (default 30)",
+    )
     add_device_options(p)
 
 
@@ -269,7 +276,7 @@ def _serve(args: argparse.Namespace, device: str, key: str | None, logins: tuple
         with tempfile.TemporaryDirectory(prefix="pdfnet-serve-") as workdir:
             cutter = Cutter(models, workdir)
             max_bytes = args.max_upload_mb * 2**20
-            api = build_api(cutter, worker, access, Path(workdir) / "uploads", max_bytes)
+            api = build_api(cutter, worker, access, Path(workdir) / "uploads", max_bytes, args.upload_timeout)
             serve(api, build_app(models, cutter, worker), worker, sock, access, max_bytes)
     finally:
         worker.stop()
