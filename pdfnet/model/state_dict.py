@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 
 
 def _describe_refusal(error: Exception) -> str:
@@ -155,7 +155,7 @@ def read_weights(path: str | os.PathLike) -> Mapping:
             ) from None
         raise CheckpointError(f"{name} is not a PyTorch checkpoint (cannot unpickle it)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         if "zip archive" in reason or isinstance(e, EOFError):
             reason = "truncated or not a PyTorch file"
         raise CheckpointError(f"{name} cannot be read as a checkpoint ({reason})") from None
