@@ -85,10 +85,34 @@ def test_traces_as_one_graph(tiny_config):
         torch.testing.assert_close(compiled(image, depth).logits[0], model(image, depth).logits[0])
 
 
+def test_the_shallow_branch_trains_without_the_12x12_convolution_on_a_cpu():
+    # its weight gradient has no fast oneDNN kernel at 1024 pixels (a reference loop of over half an hour)
+    assert network.strided_shallow_conv(torch.device("cpu"), training=False)
+    assert not network.strided_shallow_conv(torch.device("cpu"), training=True)
+    assert not network.strided_shallow_conv(torch.device("cuda"), training=False)
+    decoder = PDFNetDecoder(dim=16, grid=8, variant="release")
+    seen = []
+    real = network.strided_shallow_conv
+
+    def spy(device, training):
+        seen.append(training)
+        return real(device, training)
+
+    image, depth = torch.randn(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(network, "strided_shallow_conv", spy)
+        decoder.shallow_branch(image, depth)
+        with torch.no_grad():
+            decoder.shallow_branch(image, depth)
+        decoder.requires_grad_(False)
+        decoder.shallow_branch(image, depth)
+    assert seen == [True, False, False]
+
+
 @pytest.mark.parametrize("strided", [True, False])  # the CPU's 12x12 convolution, the GPU's over 4x4 blocks
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_folded_shallow_branch_matches_its_two_layers(channels_last, strided, monkeypatch):
-    monkeypatch.setattr(network, "strided_shallow_conv", lambda device: strided)
+    monkeypatch.setattr(network, "strided_shallow_conv", lambda device, training: strided)
     # the decoder folds the 4x4 stride-4 embedding into the 3x3 refinement; biases made non-zero so the
     # border correction of the embedding's bias is exercised
     torch.manual_seed(0)

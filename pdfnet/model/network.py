@@ -155,7 +155,7 @@ class PDFNetDecoder(nn.Module):
             taps = torch.einsum("ocyx,c->oyx", conv.weight, embed.bias)  # each tap's share of the bias
         bias = conv.bias + taps.sum(dim=(1, 2))
         # (the convolution follows its weight's layout too: give both the input's)
-        if strided_shallow_conv(up.device):
+        if strided_shallow_conv(up.device, torch.is_grad_enabled() and weight.requires_grad):
             weight = weight.reshape(conv.out_channels, -1, 12, 12).contiguous(memory_format=fmt)
             x = F.conv2d(up, weight, bias, stride=4, padding=4)
         else:  # block channel (r * 4 + s) * 6 + c, the order of space_to_depth
@@ -186,10 +186,15 @@ def _sum(maps: list[torch.Tensor | None]) -> torch.Tensor:
     return total
 
 
-def strided_shallow_conv(device: torch.device) -> bool:
-    """Whether the shallow branch runs as one 12x12 stride-4 convolution (on a CPU) rather than a 3x3 one over
-    stacked 4x4 blocks (elsewhere): see :meth:`PDFNetDecoder.shallow_branch`."""
-    return device.type == "cpu"
+def strided_shallow_conv(device: torch.device, training: bool) -> bool:
+    """Whether the shallow branch runs as one 12x12 stride-4 convolution (on a CPU, without gradients) rather
+    than a 3x3 one over stacked 4x4 blocks (elsewhere): see :meth:`PDFNetDecoder.shallow_branch`.
+
+    ``training``: the weights need their gradient. oneDNN has no fast kernel for the 12x12 convolution's weight
+    gradient on a 4096-pixel map and falls back to its reference loop: a CPU training step at 1024 pixels spent
+    over half an hour there, where the 3x3 form's backward takes 2.7 s (at 256 pixels the two backward passes
+    take 0.32 s and 0.18 s; 2-core AMD EPYC Zen 4, channels-last)."""
+    return device.type == "cpu" and not training
 
 
 def _drop_outside_taps(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
