@@ -435,6 +435,7 @@ def test_a_short_finetune_learns_thin_structures(tmp_path, start):
     # measured (2-core Zen 4): maxFm 0.080 -> 0.709, wFm 0.052 -> 0.530, MAE 0.681 -> 0.052, HCE 94.5 -> 20.0
     record = _learn(tmp_path, start, n_train=16, n_val=4, epochs=2)
     before, after = record["before"], record["after"]
+    print(f"\nbefore {before}\nafter {after}")
     assert after["maxFm"] >= before["maxFm"] + 0.3 and after["wFm"] >= before["wFm"] + 0.2
     assert after["MAE"] < before["MAE"] / 2
 
@@ -443,4 +444,5 @@ def test_a_short_finetune_learns_thin_structures(tmp_path, start):
 def test_a_longer_finetune_learns_thin_structures(tmp_path, start):
     record = _learn(tmp_path, start, n_train=32, n_val=8, epochs=8)
     before, after = record["before"], record["after"]
+    print(f"\nbefore {before}\nafter {after}")
     assert after["maxFm"] >= before["maxFm"] + 0.5 and after["HCE"] < before["HCE"] / 2
