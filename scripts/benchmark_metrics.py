@@ -174,7 +174,7 @@ def our_stages(pairs: list) -> dict[str, float]:
             timed("weighted F", M._weighted_f, pred, gt, data.band, data.nearest, lv)
             timed("  of which the background's importance", M._weighted_false_positives, pred, gt, lv)
             box = M._erring_box(pred, gt, int(np.argmax(lv.values > 0)))
-            timed("    of which the distance transform", M.squared_distances, gt, *box)
+            timed("    of which the distance transform", M.object_distances, gt, *box)
             timed("HCE", M.hce, pred > 128, gt, data.skeleton)
             levels = cv2.LUT(pred, (lv.values * 255).astype(np.uint8))
             timed("Boundary IoU", M.boundary_iou_curve, levels, gt, B.DILATION_RATIO, data.boundary)
