@@ -5,7 +5,7 @@
     python scripts/benchmark_metrics.py --compare ../previous  # and another checkout, timed alike
 
 Ours is timed as the whole process a user waits for: a fresh Python process that imports the scorer, starts
-its worker threads and scores every pair (``evaluate_predictions`` with the command line's memory setting,
+its worker processes and scores every pair (``evaluate_predictions`` with the command line's memory setting,
 what ``metric_tools/evaluate.py`` runs), first with an empty mask cache (skeletons, nearest-object offsets and
 boundaries computed and cached), then again with the cache filled; ``--compare DIR`` times another checkout
 (the previous version, say) the same way in the same run. pysodmetrics is timed in this process, one pair after
@@ -49,9 +49,13 @@ summary, _ = evaluate_predictions(sys.argv[1], sys.argv[2], int(sys.argv[4]), sy
 print(json.dumps(summary))
 """
 
-# what every run pays before its first image: the interpreter and the imports (the workers are threads)
+# what every run pays before its first image: the interpreter, the imports and the worker processes
 _START_UP = """
-from pdfnet.evaluation.folders import evaluate_predictions
+import multiprocessing as mp, sys
+from pdfnet.evaluation import folders
+pool = mp.get_context("spawn").Pool(int(sys.argv[1]), initializer=folders._init_worker)
+pool.map(abs, range(int(sys.argv[1])), chunksize=1)
+pool.close(); pool.join()
 """
 
 
@@ -89,9 +93,9 @@ def run_ours(pred_dir: Path, gt_dir: Path, cache: Path, workers: int, tree: str 
     return seconds, json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def start_up_seconds() -> float:
+def start_up_seconds(workers: int) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _START_UP], check=True)
+    subprocess.run([sys.executable, "-c", _START_UP, str(workers)], check=True)
     return time.perf_counter() - start
 
 
@@ -140,7 +144,7 @@ def run_stock(pairs: list) -> tuple[float, dict[str, float], dict]:
 
 def our_stages(pairs: list) -> dict[str, float]:
     """Seconds per image of each stage of our scorer, in this process (one core)."""
-    keep_freed_memory()  # as the command line does
+    keep_freed_memory()  # as the command line and the worker processes do
     cv2.setNumThreads(1)
     stages: dict[str, float] = {}
 
@@ -186,7 +190,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8, help="synthetic pairs (without --pred/--gt)")
     parser.add_argument("--height", type=int, default=2048)
     parser.add_argument("--width", type=int, default=3072)
-    parser.add_argument("--workers", type=int, default=2, help="our worker threads (the ratio's goal: 2 cores)")
+    parser.add_argument("--workers", type=int, default=2, help="our worker processes (the ratio's goal: 2 cores)")
     parser.add_argument("--pred", help="a folder of 8-bit predictions, instead of synthetic pairs")
     parser.add_argument("--gt", help="the folder of their masks")
     parser.add_argument(
@@ -221,7 +225,7 @@ def main() -> None:
             if args.compare:
                 times[args.compare, run], _ = run_ours(pred_dir, gt_dir, tmp / "other", args.workers, args.compare)
         ours = summaries["first run"]
-        start_up = start_up_seconds()
+        start_up = start_up_seconds(args.workers)
         stock, stock_stages, expected = run_stock(pairs)
         stages = our_stages(pairs)
 
@@ -229,7 +233,7 @@ def main() -> None:
 
     source = f"from {pred_dir}" if args.pred else "synthetic"
     print(f"{n} pairs ({source}, the first {shape[1]}x{shape[0]}), ", end="")
-    print(f"{os.cpu_count()} CPU cores, ours with {args.workers} worker thread(s)")
+    print(f"{os.cpu_count()} CPU cores, ours with {args.workers} worker process(es)")
     labels = {key: f"{key[0]}, {key[1]} (whole process)" for key in times}
     width = max(33, *(len(label) + 1 for label in labels.values()))
     stock_label = f"pysodmetrics {version('pysodmetrics')}, one process"

@@ -1,13 +1,15 @@
-"""Scoring folders of predictions against DIS masks: the whole metric suite, in threads, with cached masks."""
+"""Scoring folders of predictions against DIS masks: the whole metric suite, in parallel, with cached masks."""
 
 from __future__ import annotations
 
 import csv
 import json
+import multiprocessing as mp
 import os
+import queue
 import sys
+import traceback
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from ..errors import EvaluationError, ImageReadError
 from ..io import atomic_path, is_listed, read_gray, write_text_atomic
+from ..memory import keep_freed_memory
 from .metrics import ImageScores, MaskCache, score_image, summarize
 
 METRIC_KEYS = ("maxFm", "meanFm", "adpFm", "maxFm_pr", "wFm", "MAE", "Sm", "meanEm", "maxEm", "adpEm", "HCE")
@@ -85,7 +88,7 @@ def read_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def _score_pair(args: tuple[Pair, str | None]) -> tuple[ImageScores | None, str | None, bool]:
-    """(scores, error message, resized) for one pair; runs in a worker thread."""
+    """(scores, error message, resized) for one pair; runs in a worker process."""
     pair, cache_dir = args
     try:
         gt, mask_data = MaskCache(cache_dir).read(pair.gt, lambda: read_map(pair.gt) > 128)
@@ -98,27 +101,76 @@ def _score_pair(args: tuple[Pair, str | None]) -> tuple[ImageScores | None, str 
     return score_image(pred, gt, mask_data, name=pair.name), None, resized
 
 
-def _score_all(pairs: list[Pair], cache_dir: str | None, workers: int, on_result) -> list:
-    """``_score_pair``'s result for every pair, in order, on ``workers`` threads, calling ``on_result`` as each
-    arrives.
+def _init_worker() -> None:
+    # the metrics allocate many image-sized arrays: keep freed memory rather than fault it in anew; and one
+    # OpenCV thread per worker, as the workers already use every core
+    keep_freed_memory()
+    cv2.setNumThreads(1)
 
-    Threads of this process, not processes: the scoring spends nearly all its time in OpenCV, NumPy and zlib
-    calls that let other threads run, and a thread starts at once, where a spawned process first imports NumPy,
-    OpenCV and this package again (about a quarter of a second, most of a 2048x3072 image's scoring) and a
-    forked one can hang in the OpenCV thread pool it inherits (one did, in a test run whose earlier tests had
-    used OpenCV's threads). One OpenCV thread each, as the threads already use the cores.
+
+def _worker(jobs: mp.Queue, results: mp.Queue, cache_dir: str | None) -> None:
+    """A scoring process: takes (index, pair) from ``jobs`` until None, puts (index, result) in ``results``."""
+    _init_worker()
+    while (job := jobs.get()) is not None:
+        index, pair = job
+        try:
+            results.put((index, _score_pair((pair, cache_dir))))
+        except Exception:  # a bug: reported to the parent with its traceback instead of hanging it
+            results.put((index, traceback.format_exc()))
+
+
+def _score_all(pairs: list[Pair], cache_dir: str | None, workers: int, on_result) -> list:
+    """``_score_pair``'s result for every pair, in order, on ``workers`` processes, calling ``on_result`` as
+    each arrives.
+
+    This process is one of them: it scores from the same queue while the others start (a spawned process
+    spends about half a second importing before its first image) and while they run.
     """
     if workers == 1:
         return [on_result(_score_pair((pair, cache_dir))) for pair in pairs]
+    ctx = mp.get_context("spawn")
+    jobs, results = ctx.Queue(), ctx.Queue()
+    others = [ctx.Process(target=_worker, args=(jobs, results, cache_dir), daemon=True) for _ in range(workers - 1)]
+    for process in others:
+        process.start()
+    for job in enumerate(pairs):
+        jobs.put(job)
+    for _ in range(workers):  # one stop for each process taking jobs, this one included
+        jobs.put(None)
+    ordered: list = [None] * len(pairs)
+    done = 0
+
+    def collect(index: int, result) -> None:
+        nonlocal done
+        if isinstance(result, str):
+            raise RuntimeError(f"scoring {pairs[index].pred} failed in a worker process:\n{result}")
+        ordered[index] = on_result(result)
+        done += 1
+
     threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="pdfnet-score")
+    cv2.setNumThreads(1)  # the other processes use the other cores
     try:
-        futures = [pool.submit(_score_pair, (pair, cache_dir)) for pair in pairs]
-        return [on_result(future.result()) for future in futures]
-    finally:  # stopped early (an error, Ctrl-C): the images not started are dropped, the others finished
-        pool.shutdown(wait=True, cancel_futures=True)
+        while (job := jobs.get()) is not None:
+            collect(job[0], _score_pair((job[1], cache_dir)))
+            while not results.empty():
+                collect(*results.get())
+        while done < len(pairs):
+            try:
+                collect(*results.get(timeout=1))
+            except queue.Empty:
+                if all(process.exitcode is not None for process in others) and results.empty():
+                    codes = [process.exitcode for process in others]
+                    raise EvaluationError(f"a scoring process ended before its work (exit codes {codes})") from None
+    finally:
         cv2.setNumThreads(threads)
+        if done < len(pairs):  # stopped early: nothing will read the queues any more
+            for channel in (jobs, results):
+                channel.cancel_join_thread()
+            for process in others:
+                process.terminate()
+        for process in others:
+            process.join()
+    return ordered
 
 
 def evaluate_predictions(
@@ -134,7 +186,7 @@ def evaluate_predictions(
     folder, or a mapping from prediction stem to mask file (a split given by list files).
 
     Args:
-        workers: threads (default: all cores).
+        workers: processes (default: all cores).
         cache_dir: where mask skeletons and distance data are cached ("default": :func:`default_cache_dir`;
             None: no cache).
         allow_missing: score the predictions that exist instead of failing on missing ones.
