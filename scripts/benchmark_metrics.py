@@ -2,15 +2,18 @@
 
     python scripts/benchmark_metrics.py                        # 8 synthetic 3072x2048 pairs with thin lines
     python scripts/benchmark_metrics.py --pred P --gt G        # your own pairs, matched by file stem
+    python scripts/benchmark_metrics.py --compare ../previous  # and another checkout, timed alike
 
 Ours is timed as the whole process a user waits for: a fresh Python process that imports the scorer, starts
-its worker processes and scores every pair (``evaluate_predictions``, what ``metric_tools/evaluate.py`` runs),
-first with an empty mask cache (skeletons and nearest-object offsets computed and cached), then again with
-the cache filled. pysodmetrics is timed in this process, one pair after another, on the same pairs and the
-same metrics (F and E curves with their adaptive values, S-measure, MAE, weighted F, HCE with the DIS
-protocol), each pair read with Pillow (``pdfnet.io.read_gray``). The script prints seconds per image, the
-ratios, how far apart the two sets of numbers are, and where our time goes, per stage, in one process.
-Ours also computes BiRefNet's Boundary IoU, which pysodmetrics has not: its stage says what that adds.
+its worker processes and scores every pair (``evaluate_predictions`` with the command line's memory setting,
+what ``metric_tools/evaluate.py`` runs), first with an empty mask cache (skeletons, nearest-object offsets and
+boundaries computed and cached), then again with the cache filled; ``--compare DIR`` times another checkout
+(the previous version, say) the same way in the same run. pysodmetrics is timed in this process, one pair after
+another, on the same pairs and the same metrics (F and E curves with their adaptive values, S-measure, MAE,
+weighted F, HCE with the DIS protocol), each pair read with Pillow (``pdfnet.io.read_gray``). The script prints
+seconds per image, the ratios, how far apart the two sets of numbers are, and where our time goes, per stage, in
+one process. Ours also computes BiRefNet's Boundary IoU, which pysodmetrics has not: its time counts against
+ours, and its stage says how much it is.
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pdfnet.evaluation import boundary as B
 from pdfnet.evaluation import geometry
 from pdfnet.evaluation import metrics as M
 from pdfnet.evaluation.folders import match_files, read_map
 from pdfnet.io import read_gray
 from pdfnet.memory import keep_freed_memory
 
-# the whole scoring process, as a user runs it: a fresh interpreter, the imports, the workers, every pair
+# the whole scoring process, as a user runs it: a fresh interpreter, the imports, the workers, every pair; with
+# the command line's memory setting (``pdfnet evaluate`` keeps freed memory)
 _OURS = """
 import json, sys
+from pdfnet.memory import keep_freed_memory
+keep_freed_memory()
 from pdfnet.evaluation.folders import evaluate_predictions
 summary, _ = evaluate_predictions(sys.argv[1], sys.argv[2], int(sys.argv[4]), sys.argv[3], progress=False)
 print(json.dumps(summary))
@@ -68,9 +75,11 @@ def synthetic_pair(seed: int, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(soft + noise, 0, 255).astype(np.uint8), gt
 
 
-def run_ours(pred_dir: Path, gt_dir: Path, cache: Path, workers: int) -> tuple[float, dict]:
-    """(seconds, summary) of one whole scoring process."""
+def run_ours(pred_dir: Path, gt_dir: Path, cache: Path, workers: int, tree: str | None = None) -> tuple[float, dict]:
+    """(seconds, summary) of one whole scoring process, of this checkout or of the one at ``tree``."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    if tree:  # its package first on the path, before this one's (installed or not)
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(tree).resolve()), env.get("PYTHONPATH", "")])
     start = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", _OURS, str(pred_dir), str(gt_dir), str(cache), str(workers)],
@@ -80,7 +89,7 @@ def run_ours(pred_dir: Path, gt_dir: Path, cache: Path, workers: int) -> tuple[f
     )
     seconds = time.perf_counter() - start
     if out.returncode:
-        sys.exit(f"error: our scorer failed:\n{out.stderr}")
+        sys.exit(f"error: the scorer{f' of {tree}' if tree else ''} failed:\n{out.stderr}")
     return seconds, json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -135,7 +144,7 @@ def run_stock(pairs: list) -> tuple[float, dict[str, float], dict]:
 
 def our_stages(pairs: list) -> dict[str, float]:
     """Seconds per image of each stage of our scorer, in this process (one core)."""
-    keep_freed_memory()  # as in the worker processes
+    keep_freed_memory()  # as the command line and the worker processes do
     cv2.setNumThreads(1)
     stages: dict[str, float] = {}
 
@@ -151,7 +160,10 @@ def our_stages(pairs: list) -> dict[str, float]:
             gt = timed("reading the mask (first run)", read_map, pair.gt) > 128
             skeleton = timed("skeleton (first run)", geometry.skeletonize, gt)
             codes = timed("nearest-object offsets (first run)", geometry.nearest_object_codes, gt)
-            cache, compute, computed = M.MaskCache(cache_dir), M.compute_mask_data, M.MaskData(skeleton, codes)
+            boundary = timed("the mask's boundary (first run)", B.mask_boundary, gt)
+            band = geometry.band_indices(gt)
+            cache, compute = M.MaskCache(cache_dir), M.compute_mask_data
+            computed = M.MaskData(skeleton, band, codes.ravel()[band], boundary)
             M.compute_mask_data = lambda gt, data=computed: data  # time the writing alone
             try:
                 timed("cache write (first run)", cache.get, pair.gt, gt)
@@ -163,13 +175,13 @@ def our_stages(pairs: list) -> dict[str, float]:
             timed("adaptive F and E", M._adaptive_scores, lv, pred)
             timed("MAE", M._mean_absolute_error, lv)
             timed("S-measure", M._s_measure, lv)
-            timed("weighted F", M._weighted_f, pred, gt, data.band_codes, lv)
+            timed("weighted F", M._weighted_f, pred, gt, data.band, data.nearest, lv)
             timed("  of which the background's importance", M._weighted_false_positives, pred, gt, lv)
-            background, exact = (~gt).view(np.uint8), cv2.DIST_MASK_PRECISE
-            timed("    of which the distance transform", cv2.distanceTransform, background, cv2.DIST_L2, exact)
+            box = M._erring_box(pred, gt, int(np.argmax(lv.values > 0)))
+            timed("    of which the distance transform", M.object_distances, gt, *box)
             timed("HCE", M.hce, pred > 128, gt, data.skeleton)
             levels = cv2.LUT(pred, (lv.values * 255).astype(np.uint8))
-            timed("Boundary IoU", M.boundary_iou_curve, levels, gt)
+            timed("Boundary IoU", M.boundary_iou_curve, levels, gt, B.DILATION_RATIO, data.boundary)
     return {k: v / len(pairs) for k, v in stages.items()}
 
 
@@ -181,9 +193,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="our worker processes (the ratio's goal: 2 cores)")
     parser.add_argument("--pred", help="a folder of 8-bit predictions, instead of synthetic pairs")
     parser.add_argument("--gt", help="the folder of their masks")
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="another checkout of this project (e.g. the previous version, from git worktree or git archive), "
+        "timed the same way in the same run, each of its runs right after ours",
+    )
     args = parser.parse_args()
     if bool(args.pred) != bool(args.gt):
         parser.error("--pred and --gt go together")
+    if args.compare and not (Path(args.compare) / "pdfnet" / "evaluation" / "folders.py").is_file():
+        parser.error(f"--compare: {args.compare} holds no checkout of this project (no pdfnet/evaluation/folders.py)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.pred:
@@ -199,8 +219,12 @@ def main() -> None:
         pairs, _ = match_files(pred_dir, gt_dir)
         n = len(pairs)
         shape = cv2.imread(str(pairs[0].gt), cv2.IMREAD_GRAYSCALE).shape
-        first, ours = run_ours(pred_dir, gt_dir, tmp / "cache", args.workers)
-        cached, _ = run_ours(pred_dir, gt_dir, tmp / "cache", args.workers)
+        times, summaries = {}, {}  # times: (who, run) -> seconds for all pairs
+        for run in ("first run", "cached run"):  # the same cache folder: the second run finds it filled
+            times["ours", run], summaries[run] = run_ours(pred_dir, gt_dir, tmp / "cache", args.workers)
+            if args.compare:
+                times[args.compare, run], _ = run_ours(pred_dir, gt_dir, tmp / "other", args.workers, args.compare)
+        ours = summaries["first run"]
         start_up = start_up_seconds(args.workers)
         stock, stock_stages, expected = run_stock(pairs)
         stages = our_stages(pairs)
@@ -210,10 +234,12 @@ def main() -> None:
     source = f"from {pred_dir}" if args.pred else "synthetic"
     print(f"{n} pairs ({source}, the first {shape[1]}x{shape[0]}), ", end="")
     print(f"{os.cpu_count()} CPU cores, ours with {args.workers} worker process(es)")
-    print(f"  pysodmetrics {version('pysodmetrics')}, one process  {stock:7.2f} s/image")
-    for run, seconds in (("first run", first / n), ("cached run", cached / n)):
-        print(f"  ours, {run} (whole process){' ' * (11 - len(run))}{seconds:7.2f} s/image", end="")
-        print(f"   {stock / seconds:5.1f}x pysodmetrics")
+    labels = {key: f"{key[0]}, {key[1]} (whole process)" for key in times}
+    width = max(33, *(len(label) + 1 for label in labels.values()))
+    stock_label = f"pysodmetrics {version('pysodmetrics')}, one process"
+    print(f"  {stock_label:<{width}}{stock:7.2f} s/image")
+    for key, seconds in times.items():
+        print(f"  {labels[key]:<{width}}{seconds / n:7.2f} s/image   {stock / (seconds / n):5.1f}x pysodmetrics")
     worst = max(abs(ours[k] - v) / max(abs(v), 1e-12) for k, v in expected.items())
     print(f"  largest relative difference of the {len(expected)} summary numbers: {worst:.1e}")
     print(f"where the time goes, per image on one core (ours; start-up once per run: {start_up:.2f} s)")

@@ -118,3 +118,21 @@ def test_split_numbers_are_the_mean_curves_max_and_mean():
     }
     # the max of the mean curve, not the mean of the per-image maxima
     assert summary["maxBIoU"] <= np.mean([s.extra["biou"].max() for s in scores])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 40), (40, 1), (37, 53), (300, 451)])
+def test_running_minima_erode_as_opencvs_square(shape):
+    # the erosion by two running minima (log2 steps each) against cv2.erode by the whole square, with squares
+    # from 3 pixels to wider than the image; and the mask's boundary (cached) against the definition
+    import cv2
+
+    from pdfnet.evaluation.boundary import inner_gradient, mask_boundary
+
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 256, shape).astype(np.uint8)
+    for d in (1, 2, 3, 5, 8, 74, 300):
+        square = np.ones((2 * d + 1, 2 * d + 1), np.uint8)
+        eroded = cv2.erode(image, square, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        assert np.array_equal(inner_gradient(image, d), image - eroded), d
+    gt = rng.random(shape) < 0.7
+    assert np.array_equal(mask_boundary(gt), reference_boundary(gt))

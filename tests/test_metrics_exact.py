@@ -189,3 +189,65 @@ def test_png_fast_path_reads_what_pillow_reads(tmp_path):
     for name, write in writers.items():
         write(tmp_path / name)
         assert np.array_equal(read_map(tmp_path / name), read_gray(tmp_path / name)), name
+
+
+def test_distances_over_a_box_equal_the_whole_images():
+    # weighted F transforms only a box that holds the object: the squared distances there, as weighted F rounds
+    # them, are the whole image's, and scipy's exact ones wherever the importance is not yet 2.0 (OpenCV's
+    # float32 distances themselves may differ in the last bit: a box's sums are the whole image's, its rounding
+    # of the square root not always)
+    rng = np.random.default_rng(10)
+    saturated = metrics._IMPORTANCE.size - 1
+    corner, edge, middle = np.zeros((300, 400), bool), np.zeros((300, 400), bool), np.zeros((700, 900), bool)
+    corner[:20, :30] = True
+    edge[-1, 100:180] = edge[150:, 399] = True  # on the bottom and right borders
+    middle[300:310, 400:412] = True
+    masks = [corner, edge, middle, np.ones((50, 60), bool), rng.random((300, 400)) < 1e-3]
+    masks += [m for m in adversarial_masks() if m.any()]
+
+    def squared(mask, rows, cols):
+        d = metrics.object_distances(mask, rows, cols)
+        return cv2.multiply(d, d, dtype=cv2.CV_32S)  # rounded to the nearest integer, as weighted F does
+
+    for mask in masks:
+        whole = squared(mask, slice(None), slice(None))
+        exact = np.rint(distance_transform_edt(~mask) ** 2)
+        near = exact < saturated
+        assert np.array_equal(whole[near], exact[near]) and (whole[~near] >= saturated).all(), mask.shape
+        for margin in (0, 1, 7, 265):
+            rows, cols = metrics._object_box(mask, margin)
+            assert np.array_equal(squared(mask, rows, cols), whole[rows, cols]), (mask.shape, margin)
+
+
+def reference_false_positives(pred: np.ndarray, mask: np.ndarray) -> float:
+    """pysodmetrics' background terms, E (2 - 0.5^(d / 5)) with scipy's distance, summed over the whole image."""
+    error = metrics.level_values(pred)[pred]
+    importance = 2 - np.exp(np.log(0.5) / 5 * distance_transform_edt(~mask))
+    return float(np.sum(np.where(mask, 0.0, error * importance)))
+
+
+def test_background_importance_over_the_erring_box_equals_the_whole_images():
+    # summed as 2 E from the histogram plus E (importance - 2) over the box that holds the object and the
+    # erring pixels within the saturation margin: small objects in large images with errors near them, far
+    # from them (importance exactly 2.0) or nowhere, objects on the border, constant predictions
+    rng = np.random.default_rng(11)
+    middle = np.zeros((700, 900), bool)
+    middle[300:310, 400:412] = True
+    ring = cv2.dilate(middle.view(np.uint8), np.ones((41, 41), np.uint8)).astype(bool) & ~middle
+    near = np.where(ring, rng.integers(0, 256, middle.shape), np.where(middle, 255, 0)).astype(np.uint8)
+    far = near.copy()
+    far[0, 0] = far[699, 899] = far[5, 450] = 90  # beyond the margin of 265: importance 2.0
+    corner = np.zeros((400, 500), bool)
+    corner[:40, :25] = True
+    noisy = rng.integers(0, 256, corner.shape).astype(np.uint8)
+    cases = [(near, middle), (far, middle), (noisy, corner), (noisy, np.flipud(corner)), (noisy, middle[:400, :500])]
+    cases += [(np.full(corner.shape, 7, np.uint8), corner)]  # constant: its levels are not normalised
+    cases += [(np.where(middle, 200, 3).astype(np.uint8), middle)]  # the background all at the lowest level
+    for pred, mask in cases:
+        lv = metrics._levels(pred, mask)
+        ours = metrics._weighted_false_positives(pred, mask, lv)
+        assert ours == pytest.approx(reference_false_positives(pred, mask), rel=1e-13, abs=1e-15)
+    rows, cols = metrics._erring_box(near, middle, 1)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (50, 52)  # the object and its 20-pixel ring
+    rows, cols = metrics._erring_box(far, middle, 1)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (35, 575, 135, 677)  # cut at the margin

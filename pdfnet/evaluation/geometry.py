@@ -123,6 +123,22 @@ def decode_offset(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return code // _SIDE - OFFSET_RANGE, code % _SIDE - OFFSET_RANGE
 
 
+def band_indices(mask: np.ndarray) -> np.ndarray:
+    """(N,) int64 flat indices, in raster order, of the background pixels within ``BAND`` (Chebyshev) of the
+    object of ``mask`` ((H, W) bool): the pixels :func:`nearest_object_codes` codes. None for an empty or full
+    mask."""
+    grown = cv2.dilate(mask.view(np.uint8), np.ones((2 * BAND + 1,) * 2, np.uint8))  # 0 beyond the image
+    # 0/1 minus 0/1, never below 0: a valid bool array, whose nonzero NumPy finds 3x faster than a uint8 one's
+    return np.flatnonzero(cv2.subtract(grown, mask.view(np.uint8)).view(bool))
+
+
+def nearest_indices(band: np.ndarray, codes: np.ndarray, width: int) -> np.ndarray:
+    """Flat indices of the object pixels that ``codes`` ((N,) :func:`encode_offset` codes, >= 1) name for the
+    pixels at flat indices ``band`` ((N,)) of an image ``width`` pixels wide."""
+    dy, dx = decode_offset(np.arange(_SIDE * _SIDE + 1))
+    return band + (dy * width + dx)[codes]  # an 82-entry table (entry 0 unused) instead of dividing every code
+
+
 def _search_order() -> list[tuple[int, int]]:
     """The offsets a band pixel's nearest object pixel can have, in scipy's order of preference.
 

@@ -14,17 +14,20 @@ How it is fast, each step exact (checked against the libraries in ``tests/test_m
 - every metric but weighted F and HCE reads the prediction through per-level histograms (one pass per
   S-measure quadrant): an 8-bit map takes 256 values, so sums over pixels are sums over levels;
 - weighted F blurs only the object's box and weighs the background by a table of the importance per squared
-  distance (OpenCV's exact distance transform), only where the background errs;
+  distance (OpenCV's exact distance transform); the importance is exactly 2.0 beyond 265 pixels, so the
+  distances are computed only over the box that holds the object and the erring background pixels near it;
 - HCE's boundary filter is vectorised, its regions read from the contour hierarchy;
-- the mask-only parts, the skeleton HCE needs and the nearest-object offsets weighted F needs near the object
-  (:mod:`.geometry`, exact equivalents of scikit-image's and scipy's), are computed once per mask and cached
-  (see :class:`MaskCache`).
+- the mask-only parts, the skeleton HCE needs, the nearest-object offsets weighted F needs near the object
+  (:mod:`.geometry`, exact equivalents of scikit-image's and scipy's) and the boundary Boundary IoU needs, are
+  computed once per mask and cached (see :class:`MaskCache`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +36,9 @@ import cv2
 import numpy as np
 
 from ..io import atomic_path
-from .boundary import boundary_iou_curve, summarize_boundary
-from .geometry import BAND, decode_offset, nearest_object_codes, skeletonize
+from .boundary import boundary_iou_curve, mask_boundary, summarize_boundary
+from .geometry import BAND, band_indices, nearest_indices, nearest_object_codes, skeletonize
+from .histograms import histogram, level_histograms  # noqa: F401 (histogram: still importable from here)
 
 EPS = np.spacing(1)  # MATLAB's eps, as pysodmetrics
 BETA2 = 0.3
@@ -50,23 +54,39 @@ class MaskData:
     """What the metrics need of one mask besides the mask itself.
 
     Attributes:
-        skeleton: (H, W) bool, scikit-image's skeleton of the binarised mask.
-        band_codes: (H, W) int8; for background pixels within 3 (Chebyshev) of the object, the offset of their
-            nearest object pixel as scipy's Euclidean feature transform picks it, coded (dy + 4) * 9 + dx + 5;
-            0 elsewhere.
+        skeleton: (H, W) bool, scikit-image's skeleton of the binarised mask (HCE).
+        band: (N,) int64, the flat indices, in raster order, of the background pixels within 3 (Chebyshev) of
+            the object (:func:`.geometry.band_indices`), the pixels whose error weighted F's blur reads.
+        nearest: (N,) int8, for each of them the offset of its nearest object pixel as scipy's Euclidean feature
+            transform picks it, coded (dy + 4) * 9 + dx + 5 (:func:`.geometry.encode_offset`).
+        boundary: (H, W) bool, the mask's boundary for Boundary IoU (:func:`.boundary.mask_boundary`).
     """
 
     skeleton: np.ndarray
-    band_codes: np.ndarray
+    band: np.ndarray
+    nearest: np.ndarray
+    boundary: np.ndarray
+
+    @property
+    def band_codes(self) -> np.ndarray:
+        """(H, W) int8: ``nearest`` at the band's pixels, 0 elsewhere (:func:`.geometry.nearest_object_codes`)."""
+        codes = np.zeros(self.skeleton.shape, np.int8)
+        codes.ravel()[self.band] = self.nearest
+        return codes
 
 
 def compute_mask_data(gt: np.ndarray) -> MaskData:
-    """The mask-only part of HCE and weighted F. ``gt``: (H, W) bool."""
-    return MaskData(skeletonize(gt), nearest_object_codes(gt))
+    """The mask-only part of HCE, weighted F and Boundary IoU. ``gt``: (H, W) bool."""
+    band = band_indices(gt)
+    return MaskData(skeletonize(gt), band, nearest_object_codes(gt).ravel()[band], mask_boundary(gt))
 
 
 class MaskCache:
     """Mask-derived data on disk, keyed by the mask file's content, so a second evaluation skips it.
+
+    An entry holds the binarised mask, its skeleton and its boundary as packed bits and the nearest-object codes
+    of the band's pixels (the band itself is found again from the mask: a dilation costs less than reading it),
+    about 0.8 MB for a 2048x3072 mask of thin lines (the benchmark's), compressed.
 
     Args:
         folder: where the cache lives (created); None keeps nothing.
@@ -95,21 +115,39 @@ class MaskCache:
         path = self.folder / f"{key}.npz"
         if path.exists():
             try:
-                with np.load(path) as f:
-                    shape = tuple(f["shape"])
-                    gt, skeleton = (np.unpackbits(f[k], count=shape[0] * shape[1]).reshape(shape) for k in _BITS)
-                    return gt.view(bool), MaskData(skeleton.view(bool), f["band_codes"])
+                return _read_entry(path)
             except (OSError, ValueError, KeyError):  # a damaged entry (or one from an older version) is redone
                 pass
         gt = decode()
         data = compute_mask_data(gt)
-        packed = {"mask": np.packbits(gt), "skeleton": np.packbits(data.skeleton)}
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, shape=np.array(gt.shape), band_codes=data.band_codes, **packed)
+        packed = {k: np.packbits(a) for k, a in zip(_BITS, (gt, data.skeleton, data.boundary))}
+        _write_entry(path, shape=np.array(gt.shape), nearest=data.nearest, **packed)
         return gt, data
 
 
-_BITS = ("mask", "skeleton")  # the cache's arrays of bits
+_BITS = ("mask", "skeleton", "boundary")  # the cache's arrays of bits
+
+
+def _write_entry(path: Path, **arrays: np.ndarray) -> None:
+    """``arrays`` as ``np.savez_compressed`` writes them, but deflated at level 1: at 2048x3072, 25 ms instead of
+    150 ms for a third more bytes (0.8 MB against 0.6 MB for the benchmark's masks of thin lines), read as fast."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
+
+
+def _read_entry(path: Path) -> tuple[np.ndarray, MaskData]:
+    with np.load(path) as f:
+        shape = tuple(int(n) for n in f["shape"])
+        gt, skeleton, boundary = (
+            np.unpackbits(f[k], count=shape[0] * shape[1]).reshape(shape).view(bool) for k in _BITS
+        )
+        nearest = f["nearest"]
+    band = band_indices(gt)
+    if nearest.shape != band.shape or nearest.dtype != np.int8:
+        raise ValueError(f"{path}: {nearest.size} codes for a band of {band.size} pixels")
+    return gt, MaskData(skeleton, band, nearest, boundary)
 
 
 # ------------------------------------------------------------------------------------------------ per image
@@ -143,29 +181,6 @@ def level_values(pred_u8: np.ndarray) -> np.ndarray:
     return (levels - lo) / (hi - lo) if hi != lo else levels
 
 
-def histogram(image_u8: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """(256,) int64 pixel counts per level of ``image_u8`` (where ``mask``, (H, W) bool, is set)."""
-    counts = np.zeros(256, np.int64)
-    if image_u8.size == 0:
-        return counts
-    rows = max(1, (1 << 24) // image_u8.shape[1])  # OpenCV counts in float32: exact below 2^24 per call
-    for r in range(0, image_u8.shape[0], rows):
-        part_mask = None if mask is None else mask[r : r + rows].view(np.uint8)
-        counts += cv2.calcHist([image_u8[r : r + rows]], [0], part_mask, [256], [0, 256]).ravel().astype(np.int64)
-    return counts
-
-
-def level_histograms(pred_u8: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel counts per 8-bit level outside (first) and inside (second) the mask, in one pass (OpenCV's joint
-    histogram of the prediction and the mask, counted in float32: exact below 2^24 per call)."""
-    counts = np.zeros((256, 2), np.int64)
-    rows = max(1, (1 << 24) // max(pred_u8.shape[1], 1))
-    for r in range(0, pred_u8.shape[0], rows):
-        part = [pred_u8[r : r + rows], gt[r : r + rows].view(np.uint8)]
-        counts += cv2.calcHist(part, [0, 1], None, [256, 2], [0, 256, 0, 2]).astype(np.int64)
-    return counts[:, 0], counts[:, 1]
-
-
 @dataclass
 class _Levels:
     """One image's prediction as level statistics: what all metrics but weighted F and HCE need."""
@@ -180,11 +195,13 @@ class _Levels:
 
 def _levels(pred_u8: np.ndarray, gt: np.ndarray) -> _Levels:
     h, w = gt.shape
-    count = int(np.count_nonzero(gt))
+    per_row = cv2.reduce(gt.view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()  # exact integer counts
+    count = int(per_row.sum())
     if count:
         # the centroid (pysodmetrics: argwhere().mean().round()); sums of integer coordinates are exact
-        cy = int(np.round(np.dot(np.count_nonzero(gt, axis=1), np.arange(h)) / count)) + 1
-        cx = int(np.round(np.dot(np.count_nonzero(gt, axis=0), np.arange(w)) / count)) + 1
+        per_column = cv2.reduce(gt.view(np.uint8), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+        cy = int(np.round(np.dot(per_row.astype(np.int64), np.arange(h)) / count)) + 1
+        cx = int(np.round(np.dot(per_column.astype(np.int64), np.arange(w)) / count)) + 1
     else:  # S-measure does not use the regions then
         cy, cx = h, w
     area = h * w
@@ -341,6 +358,11 @@ def _importance_table() -> np.ndarray:
 
 
 _IMPORTANCE = _importance_table()
+_EXCESS = _IMPORTANCE - 2  # importance - 2 (exact: Sterbenz), 0 from where the importance is 2.0
+_EXCESS[0] = 0.0  # d^2 = 0: an object pixel, not counted
+# the importance is 2.0 from d^2 = _IMPORTANCE.size - 1 on: a pixel more than this margin (Chebyshev) from the
+# object's box is at least margin + 1 from every object pixel, and (margin + 1)^2 exceeds that
+_SATURATION_MARGIN = math.isqrt(_IMPORTANCE.size - 1)
 _STRIP = 128  # rows blurred at a time: float64 buffers of a few MB, reused instead of faulted in anew
 
 
@@ -361,12 +383,16 @@ def weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, beta
     Args:
         pred_u8: (H, W) uint8 prediction.
         gt: (H, W) bool mask.
-        band_codes: from :func:`compute_mask_data`.
+        band_codes: (H, W) int8, :func:`.geometry.nearest_object_codes` of the mask.
     """
-    return _weighted_f(pred_u8, gt, band_codes, _levels(pred_u8, gt), beta)
+    band = np.flatnonzero(band_codes)
+    return _weighted_f(pred_u8, gt, band, band_codes.ravel()[band], _levels(pred_u8, gt), beta)
 
 
-def _weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, lv: _Levels, beta: float = 1.0) -> float:
+def _weighted_f(
+    pred_u8: np.ndarray, gt: np.ndarray, band: np.ndarray, nearest: np.ndarray, lv: _Levels, beta: float = 1.0
+) -> float:
+    """``band``, ``nearest``: as :class:`MaskData` holds them."""
     if not gt.any():
         return 0.0
     # the error E is |prediction - mask|: 1 - value inside the object, value outside
@@ -376,11 +402,9 @@ def _weighted_f(pred_u8: np.ndarray, gt: np.ndarray, band_codes: np.ndarray, lv:
     # own on the object, its nearest object pixel's in the band, elsewhere one of error exactly 0 (value 1: the
     # maximum level, or 255 for a constant prediction)
     own = np.full(gt.shape, np.flatnonzero(lv.values == 1.0)[0], np.uint8)  # the object's levels, error 0 elsewhere
-    np.copyto(own, pred_u8, where=gt)
+    cv2.copyTo(pred_u8, gt.view(np.uint8), own)
     spread = own.copy()
-    band = np.flatnonzero(band_codes.ravel() != 0)
-    dy, dx = decode_offset(band_codes.ravel()[band])
-    spread.ravel()[band] = pred_u8.ravel()[band + dy * gt.shape[1] + dx]
+    spread.ravel()[band] = pred_u8.ravel()[nearest_indices(band, nearest, gt.shape[1])]
     # blurred in strips of rows (small buffers, reused), over the object's box grown by the band; min(EA, E)
     # summed over every pixel of the strip, without selecting the object's: elsewhere it is min(EA >= 0, 0) = 0
     rows, cols = _object_box(gt, BAND)
@@ -408,20 +432,51 @@ def _weighted_false_positives(pred_u8: np.ndarray, gt: np.ndarray, lv: _Levels) 
     erring = int(np.argmax(lv.values > 0))  # the lowest level with an error outside the object
     if not lv.values[erring] > 0 or not lv.bg[erring:].any():
         return 0.0
-    # OpenCV's exact Euclidean distance in float32: its square rounds back to the integer d^2 far beyond the
-    # distances where the importance is not yet 2.0 (checked against scipy in the tests)
-    dist = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    # summed over every pixel, without selecting the erring ones (a gather costs more than the products it
-    # saves): the importance is 0 on the object (d = 0) and the error 0 at the lowest level, so those terms add
-    # exact zeros; in strips of 2^21 pixels, whose float64 buffers (16 MiB) stay under glibc's mapping limit
-    # and are reused instead of mapped and zeroed anew
-    total, rows = 0.0, max(1, (1 << 21) // gt.shape[1])
-    for top in range(0, gt.shape[0], rows):
-        d = dist[top : top + rows]
-        squared = cv2.multiply(d, d, dtype=cv2.CV_32S)  # rounded to the nearest integer
-        importance = _IMPORTANCE.take(squared, mode="clip")  # d^2 past the table: 2.0, its last entry
-        total += float(np.dot(cv2.LUT(pred_u8[top : top + rows], lv.values).ravel(), importance.ravel()))
+    # each term is 2 E plus E (importance - 2): the first summed from the level histogram; the second is 0 where
+    # the error is (levels below `erring`) and where the importance is exactly 2.0 (beyond the saturation
+    # margin), so it is summed over a box that holds every other background pixel and the whole object (so
+    # that the distances within it are the whole image's)
+    total = 2 * float(np.dot(lv.bg, lv.values))
+    rows, cols = _erring_box(pred_u8, gt, erring)
+    dist = object_distances(gt, rows, cols)
+    # summed over every pixel of the box, without selecting the erring ones (a gather costs more than the
+    # products it saves): importance - 2 is taken as 0 on the object and the error is 0 at the lowest level, so
+    # those terms add exact zeros; in strips of 2^18 pixels, whose buffers (2 MiB of float64) stay in the cache
+    strip = max(1, (1 << 18) // dist.shape[1])
+    for top in range(0, dist.shape[0], strip):
+        d = dist[top : top + strip]
+        squared = cv2.multiply(d, d, dtype=cv2.CV_32S)  # rounded to the nearest integer: d^2 (see object_distances)
+        excess = _EXCESS.take(squared, mode="clip")  # d^2 past the table: 0, its last entry
+        error = cv2.LUT(pred_u8[rows, cols][top : top + strip], lv.values)
+        # einsum's own loop, not BLAS's: OpenBLAS splits a dot this long over its threads, which then spin and
+        # take the core another worker needs (2M pixels: 0.7 ms on one thread, 4-8 ms on two of a busy machine)
+        total += float(np.einsum("i,i->", error.ravel(), excess.ravel()))
     return total
+
+
+def _erring_box(pred_u8: np.ndarray, gt: np.ndarray, erring: int) -> tuple[slice, slice]:
+    """The rows and columns of the smallest box that holds the object and every pixel at level ``erring`` or
+    above, cut to the object's box grown by the saturation margin (which holds the object too)."""
+    near_rows, near_cols = _object_box(gt, _SATURATION_MARGIN)
+    object_rows, object_cols = _object_box(gt, 0)
+    box = []
+    for axis, near, on_object in ((1, near_rows, object_rows), (0, near_cols, object_cols)):
+        erring_at = np.flatnonzero(cv2.reduce(pred_u8, axis, cv2.REDUCE_MAX).ravel() >= erring)
+        start = min(erring_at[0], on_object.start) if erring_at.size else on_object.start
+        stop = max(erring_at[-1] + 1, on_object.stop) if erring_at.size else on_object.stop
+        box.append(slice(max(start, near.start), min(stop, near.stop)))
+    return box[0], box[1]
+
+
+def object_distances(gt: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """(h, w) float32: the Euclidean distance from each pixel of the box ``gt[rows, cols]`` to the nearest object
+    pixel of ``gt`` ((H, W) bool), for a box that holds the whole object (so that the nearest object pixel of
+    every pixel there is in the box); 0 on the object.
+
+    OpenCV's exact distance transform in float32, whose square rounds to the integer d^2 wherever the importance
+    is not yet 2.0, as the whole image's transform there (both checked against scipy in the tests).
+    """
+    return cv2.distanceTransform((~gt[rows, cols]).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
 # ---------------------------------------------------------------------------------------------------- HCE
@@ -538,13 +593,17 @@ def score_image(pred_u8: np.ndarray, gt_u8: np.ndarray, mask_data: MaskData, nam
         em_curve=em,
         adp_fm=float(adp_fm),
         adp_em=float(adp_em),
-        wfm=_weighted_f(pred_u8, gt, mask_data.band_codes, lv),
+        wfm=_weighted_f(pred_u8, gt, mask_data.band, mask_data.nearest, lv),
         mae=_mean_absolute_error(lv),
         sm=_s_measure(lv),
         hce=float(hce(pred_u8 > 128, gt, mask_data.skeleton)),
         name=name,
         # Boundary IoU thresholds the levels the F-measure curves count (see .boundary)
-        extra={"biou": boundary_iou_curve(cv2.LUT(pred_u8, (lv.values * 255).astype(np.uint8)), gt)},
+        extra={
+            "biou": boundary_iou_curve(
+                cv2.LUT(pred_u8, (lv.values * 255).astype(np.uint8)), gt, gt_boundary=mask_data.boundary
+            )
+        },
     )
 
 
